@@ -1,0 +1,398 @@
+//! One-way typed channels: `channel()`, `Sender<T>`, `Receiver<T>`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Result, SendError};
+use crate::fd::{deserialize_socket, serialize_fd};
+use crate::limits::Limits;
+use crate::transport::{Socket, Wait};
+
+/// Creates a one-way channel for messages of type `T`.
+///
+/// Both ends are descriptors of one `AF_UNIX` `SOCK_SEQPACKET` socket pair:
+/// they work within a process, survive `fork`, and travel inside messages to
+/// other processes. Each message is one datagram, so senders on many threads
+/// and in many processes never interleave.
+///
+/// # Errors
+///
+/// [`Error::Io`](crate::Error::Io) when the process is out of descriptors.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = ipc_core::channel::<(u32, String)>()?;
+/// tx.send((7, "seven".to_string()))?;
+/// assert_eq!(rx.recv()?, (7, "seven".to_string()));
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
+    let (a, b) = Socket::pair()?;
+    Ok((
+        Sender::from_socket(Arc::new(a)),
+        Receiver::from_socket(Arc::new(b)),
+    ))
+}
+
+/// The sending end of a channel of `T`.
+///
+/// `Clone`, `Send` and `Sync`: clones share one socket, and every clone, in
+/// this process or another one it was sent to, must be dropped before the
+/// receiver sees [`Error::Disconnected`](crate::Error::Disconnected).
+pub struct Sender<T> {
+    socket: Arc<Socket>,
+    _message: PhantomData<fn(T)>,
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn from_socket(socket: Arc<Socket>) -> Self {
+        Sender {
+            socket,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Sends a message, waiting while the socket buffer is full.
+    ///
+    /// Descriptors in the message are duplicated into the receiver when the
+    /// datagram is queued; the message is then dropped, closing this side's
+    /// copies. On failure the message comes back in the [`SendError`], every
+    /// descriptor still open.
+    ///
+    /// # Errors
+    ///
+    /// [`Disconnected`](crate::Error::Disconnected) when the receiver is gone,
+    /// [`TooManyDescriptors`](crate::Error::TooManyDescriptors) over 253
+    /// descriptors, [`Encode`](crate::Error::Encode) when a `Serialize` impl
+    /// fails, [`Io`](crate::Error::Io) for anything else the kernel refuses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::fs::File;
+    /// use ipc_core::Fd;
+    ///
+    /// let (tx, rx) = ipc_core::channel::<Fd<File>>()?;
+    /// tx.send(Fd::new(File::open("/dev/null")?))?;
+    /// let file = rx.recv()?.into_inner();
+    /// assert_eq!(file.metadata()?.len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&self, message: T) -> Result<(), SendError<T>> {
+        match self.socket.send(&message, false) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(SendError::new(message, error)),
+        }
+    }
+
+    /// Sends a message if the socket buffer has room, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Full`](crate::Error::Full) when the receiver has not kept up, and
+    /// everything [`send`](Sender::send) returns; the message comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Error;
+    ///
+    /// let (tx, _rx) = ipc_core::channel::<Vec<u8>>()?;
+    /// let mut sent = 0;
+    /// let full = loop {
+    ///     match tx.try_send(vec![0; 60_000]) {
+    ///         Ok(()) => sent += 1,
+    ///         Err(e) => break e,
+    ///     }
+    /// };
+    /// assert!(matches!(full.error(), Error::Full));
+    /// assert_eq!(full.into_inner().len(), 60_000);
+    /// assert!(sent > 0);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
+        match self.socket.send(&message, true) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(SendError::new(message, error)),
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender::from_socket(self.socket.clone())
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("fd", &self.socket.as_fd())
+            .finish()
+    }
+}
+
+impl<T> AsFd for Sender<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl<T> From<OwnedFd> for Sender<T> {
+    /// Adopts a connected `SOCK_SEQPACKET` socket; the caller promises its
+    /// peer receives this protocol and type.
+    fn from(fd: OwnedFd) -> Self {
+        Sender::from_socket(Arc::new(Socket::new(fd)))
+    }
+}
+
+impl<T> TryFrom<Sender<T>> for OwnedFd {
+    type Error = Sender<T>;
+
+    /// Gives up the socket, if this is its last handle; otherwise the sender
+    /// comes back.
+    fn try_from(sender: Sender<T>) -> Result<OwnedFd, Sender<T>> {
+        Arc::try_unwrap(sender.socket)
+            .map(Socket::into_fd)
+            .map_err(Sender::from_socket)
+    }
+}
+
+impl<T> Serialize for Sender<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.socket.as_fd(), serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Sender<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_socket(deserializer, "Sender").map(Sender::from)
+    }
+}
+
+/// The receiving end of a channel of `T`.
+///
+/// `Send` and `Sync`: threads may receive from one `Receiver` at once, each
+/// message going to one of them. Not `Clone`: send it to another process
+/// inside a message to hand it over.
+pub struct Receiver<T> {
+    socket: Arc<Socket>,
+    limits: Limits,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> Receiver<T> {
+    pub(crate) fn from_socket(socket: Arc<Socket>) -> Self {
+        Receiver {
+            socket,
+            limits: Limits::default(),
+            _message: PhantomData,
+        }
+    }
+
+    /// The limits this receiver applies to each message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = ipc_core::channel::<u8>()?;
+    /// assert_eq!(rx.limits(), ipc_core::Limits::default());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sets the limits this receiver applies to each message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, mut rx) = ipc_core::channel::<u8>()?;
+    /// rx.set_limits(ipc_core::Limits::default().with_max_descriptors(0));
+    /// assert_eq!(rx.limits().max_descriptors(), 0);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Waits for the next message.
+    ///
+    /// # Errors
+    ///
+    /// [`Disconnected`](crate::Error::Disconnected) once every sender is gone
+    /// and the queue is empty. A message that breaks the protocol or the
+    /// limits is an error too ([`Decode`](crate::Error::Decode),
+    /// [`Descriptor`](crate::Error::Descriptor),
+    /// [`TooLarge`](crate::Error::TooLarge)): its descriptors are closed, and
+    /// the next call receives the next message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Error;
+    ///
+    /// let (tx, rx) = ipc_core::channel::<u64>()?;
+    /// std::thread::spawn(move || tx.send(42).unwrap());
+    /// assert_eq!(rx.recv()?, 42);
+    /// assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn recv(&self) -> Result<T> {
+        self.socket.recv(&self.limits, Wait::Forever)
+    }
+
+    /// Takes the next message if one is waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Empty`](crate::Error::Empty) when none is, and what
+    /// [`recv`](Receiver::recv) returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Error;
+    ///
+    /// let (tx, rx) = ipc_core::channel::<u8>()?;
+    /// assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    /// tx.send(1)?;
+    /// assert_eq!(rx.try_recv()?, 1);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<T> {
+        self.socket.recv(&self.limits, Wait::Never)
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`](crate::Error::Timeout) when none came in time, and what
+    /// [`recv`](Receiver::recv) returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Error;
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = ipc_core::channel::<u8>()?;
+    /// assert!(matches!(rx.recv_timeout(Duration::from_millis(10)), Err(Error::Timeout)));
+    /// tx.send(3)?;
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(10))?, 3);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.socket.recv(&self.limits, Wait::timeout(timeout))
+    }
+
+    /// An iterator that waits for each message and ends when the channel is
+    /// disconnected. Errors other than `Disconnected` are yielded, so a bad
+    /// message does not end the stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = ipc_core::channel::<u32>()?;
+    /// for i in 0..3 {
+    ///     tx.send(i)?;
+    /// }
+    /// drop(tx);
+    /// let got: Vec<u32> = rx.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [0, 1, 2]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { receiver: self }
+    }
+}
+
+/// Messages of a [`Receiver`] until it is disconnected; see [`Receiver::iter`].
+pub struct Iter<'a, T> {
+    receiver: &'a Receiver<T>,
+}
+
+impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        match self.receiver.recv() {
+            Err(crate::Error::Disconnected) => None,
+            other => Some(other),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("receiver", self.receiver)
+            .finish()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("fd", &self.socket.as_fd())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl<T> AsFd for Receiver<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl<T> From<OwnedFd> for Receiver<T> {
+    /// Adopts a connected `SOCK_SEQPACKET` socket; the caller promises its
+    /// peer sends this protocol and type.
+    fn from(fd: OwnedFd) -> Self {
+        Receiver::from_socket(Arc::new(Socket::new(fd)))
+    }
+}
+
+impl<T> TryFrom<Receiver<T>> for OwnedFd {
+    type Error = Receiver<T>;
+
+    /// Gives up the socket, unless a [`Sender`] split from the same
+    /// [`Connection`](crate::Connection) still shares it; then the receiver
+    /// comes back.
+    fn try_from(receiver: Receiver<T>) -> Result<OwnedFd, Receiver<T>> {
+        let limits = receiver.limits;
+        Arc::try_unwrap(receiver.socket)
+            .map(Socket::into_fd)
+            .map_err(|socket| {
+                let mut receiver = Receiver::from_socket(socket);
+                receiver.limits = limits;
+                receiver
+            })
+    }
+}
+
+impl<T> Serialize for Receiver<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.socket.as_fd(), serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Receiver<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_socket(deserializer, "Receiver").map(Receiver::from)
+    }
+}

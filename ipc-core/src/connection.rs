@@ -1,0 +1,258 @@
+//! Two-way typed connections: `Connection<Out, In>`.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::channel::{Receiver, Sender};
+use crate::error::{Result, SendError};
+use crate::fd::{deserialize_socket, serialize_fd};
+use crate::limits::Limits;
+use crate::transport::Socket;
+
+/// One end of a two-way connection: sends `Out`, receives `In`.
+///
+/// The peer end is a `Connection<In, Out>`. Both directions share one
+/// `SOCK_SEQPACKET` socket, so a connection is one descriptor, and it
+/// travels inside messages like a [`Sender`] does.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::Connection;
+///
+/// let (client, server) = Connection::<String, usize>::pair()?;
+/// client.send("four".to_string())?;
+/// let request = server.recv()?;
+/// server.send(request.len())?;
+/// assert_eq!(client.recv()?, 4);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct Connection<Out, In> {
+    sender: Sender<Out>,
+    receiver: Receiver<In>,
+}
+
+impl<Out, In> Connection<Out, In> {
+    /// Creates a connected pair: this end sends `Out` and receives `In`, the
+    /// other end the reverse.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) when the process is out of descriptors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<u8, bool>::pair()?;
+    /// a.send(1)?;
+    /// b.send(b.recv()? == 1)?;
+    /// assert!(a.recv()?);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn pair() -> Result<(Connection<Out, In>, Connection<In, Out>)> {
+        let (a, b) = Socket::pair()?;
+        Ok((Connection::from_socket(a), Connection::from_socket(b)))
+    }
+
+    fn from_socket(socket: Socket) -> Self {
+        let socket = Arc::new(socket);
+        Connection {
+            sender: Sender::from_socket(socket.clone()),
+            receiver: Receiver::from_socket(socket),
+        }
+    }
+
+    /// The limits applied to each received message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = ipc_core::Connection::<u8, u8>::pair()?;
+    /// assert_eq!(a.limits().max_descriptors(), 253);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn limits(&self) -> Limits {
+        self.receiver.limits()
+    }
+
+    /// Sets the limits applied to each received message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut a, _b) = ipc_core::Connection::<u8, u8>::pair()?;
+    /// a.set_limits(ipc_core::Limits::default().with_max_bytes(64));
+    /// assert_eq!(a.limits().max_bytes(), 64);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.receiver.set_limits(limits);
+    }
+
+    /// Splits into a sender and a receiver that share the socket, so one
+    /// thread can send while another receives. The sender can be cloned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<u8, u8>::pair()?;
+    /// let (tx, rx) = a.split();
+    /// b.send(5)?;
+    /// tx.send(rx.recv()? + 1)?;
+    /// assert_eq!(b.recv()?, 6);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn split(self) -> (Sender<Out>, Receiver<In>) {
+        (self.sender, self.receiver)
+    }
+}
+
+impl<Out: Serialize, In> Connection<Out, In> {
+    /// Sends a message, waiting while the socket buffer is full; see
+    /// [`Sender::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`]; the message comes back in the [`SendError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<&str, ()>::pair()?;
+    /// a.send("hi")?;
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn send(&self, message: Out) -> Result<(), SendError<Out>> {
+        self.sender.send(message)
+    }
+
+    /// Sends a message without waiting; see [`Sender::try_send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::try_send`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<u8, ()>::pair()?;
+    /// a.try_send(1)?;
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn try_send(&self, message: Out) -> Result<(), SendError<Out>> {
+        self.sender.try_send(message)
+    }
+}
+
+impl<Out, In: DeserializeOwned> Connection<Out, In> {
+    /// Waits for the next message; see [`Receiver::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv`]: [`Disconnected`](crate::Error::Disconnected)
+    /// once the peer end is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<(), u8>::pair()?;
+    /// b.send(9)?;
+    /// assert_eq!(a.recv()?, 9);
+    /// drop(b);
+    /// assert!(matches!(a.recv(), Err(ipc_core::Error::Disconnected)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn recv(&self) -> Result<In> {
+        self.receiver.recv()
+    }
+
+    /// Takes the next message if one is waiting; see [`Receiver::try_recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::try_recv`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = ipc_core::Connection::<(), u8>::pair()?;
+    /// assert!(matches!(a.try_recv(), Err(ipc_core::Error::Empty)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<In> {
+        self.receiver.try_recv()
+    }
+
+    /// Waits at most `timeout` for the next message; see
+    /// [`Receiver::recv_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Receiver::recv_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, _b) = ipc_core::Connection::<(), u8>::pair()?;
+    /// let got = a.recv_timeout(Duration::from_millis(5));
+    /// assert!(matches!(got, Err(ipc_core::Error::Timeout)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<In> {
+        self.receiver.recv_timeout(timeout)
+    }
+}
+
+impl<Out, In> fmt::Debug for Connection<Out, In> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.as_fd())
+            .field("limits", &self.limits())
+            .finish()
+    }
+}
+
+impl<Out, In> AsFd for Connection<Out, In> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.receiver.as_fd()
+    }
+}
+
+impl<Out, In> From<OwnedFd> for Connection<Out, In> {
+    /// Adopts a connected `SOCK_SEQPACKET` socket; the caller promises its
+    /// peer speaks this protocol with the mirrored types.
+    fn from(fd: OwnedFd) -> Self {
+        Connection::from_socket(Socket::new(fd))
+    }
+}
+
+impl<Out, In> From<Connection<Out, In>> for OwnedFd {
+    fn from(connection: Connection<Out, In>) -> OwnedFd {
+        let Connection { sender, receiver } = connection;
+        drop(sender);
+        match OwnedFd::try_from(receiver) {
+            Ok(fd) => fd,
+            // The sender was the only other handle and is dropped above.
+            Err(_) => unreachable!("a connection's socket has exactly two handles"),
+        }
+    }
+}
+
+impl<Out, In> Serialize for Connection<Out, In> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.as_fd(), serializer)
+    }
+}
+
+impl<'de, Out, In> Deserialize<'de> for Connection<Out, In> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_socket(deserializer, "Connection").map(Connection::from)
+    }
+}

@@ -1,0 +1,208 @@
+//! The one error type of the crate, and the send error that hands a message back.
+
+use std::fmt;
+use std::io;
+
+/// What went wrong in a send, a receive, or the set-up of a channel.
+///
+/// Every variant says what happened; its `Display` says what to do about it.
+/// The enum is `#[non_exhaustive]`: match the variants you act on and keep a
+/// catch-all arm.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{channel, Error};
+/// use std::time::Duration;
+///
+/// let (_tx, rx) = channel::<u32>()?;
+/// match rx.recv_timeout(Duration::from_millis(1)) {
+///     Err(Error::Timeout) => {}
+///     other => panic!("expected a timeout, got {other:?}"),
+/// }
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The other end of the channel is gone: every sender was dropped (seen by
+    /// a receiver once the queued messages are read) or the receiver was
+    /// dropped (seen by a sender). Nothing more will arrive or be delivered.
+    #[error("the peer closed the channel; no further messages can be exchanged, so stop using it")]
+    Disconnected,
+
+    /// Nothing arrived within the time given to `recv_timeout`.
+    #[error("no message arrived before the timeout; try again or give up on the peer")]
+    Timeout,
+
+    /// `try_recv` found no message waiting.
+    #[error("no message is waiting; call recv() to block or try again later")]
+    Empty,
+
+    /// `try_send` found the socket buffer full: the receiver is not keeping up.
+    #[error(
+        "the channel's socket buffer is full; call send() to block until the receiver catches up"
+    )]
+    Full,
+
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// The step that failed (`"sendmsg"`, `"recvmsg"`, `"socketpair"`, ...).
+        op: &'static str,
+        /// The error the kernel gave.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The message could not be serialized.
+    #[error("could not encode the message: {0}; check the Serialize impls of its fields")]
+    Encode(String),
+
+    /// The bytes that arrived do not decode as the expected message type.
+    #[error("could not decode the message: {0}; both ends must use the same message type and version of this crate")]
+    Decode(String),
+
+    /// The message holds more descriptors than one datagram carries.
+    #[error("the message holds {count} descriptors but at most {max} fit in one message; send the rest in another message")]
+    TooManyDescriptors {
+        /// How many descriptors the message holds (counting an out-of-line body).
+        count: usize,
+        /// How many fit.
+        max: usize,
+    },
+
+    /// A message's body is larger than this receiver accepts.
+    #[error("the peer sent a body of {len} bytes but this receiver accepts at most {max}; raise the limit with set_limits() if the peer is trusted")]
+    TooLarge {
+        /// The size the peer announced.
+        len: u64,
+        /// The receiver's limit.
+        max: u64,
+    },
+
+    /// A descriptor in the message was missing, out of range, used twice,
+    /// unreferenced, of the wrong kind, or failed a seal check. Every
+    /// descriptor that came with the message has been closed.
+    #[error("bad descriptor in message: {0}")]
+    Descriptor(String),
+
+    /// The two ends were built for different message types.
+    #[error("message types differ: this side speaks `{ours}`, the peer speaks `{theirs}`; build both from the same type definitions")]
+    TypeMismatch {
+        /// This side's message type.
+        ours: String,
+        /// The peer's message type.
+        theirs: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, errno: nix::errno::Errno) -> Self {
+        Error::Io {
+            op,
+            source: io::Error::from(errno),
+        }
+    }
+}
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failed send: the error, and the message that was not sent.
+///
+/// The message comes back whole, every descriptor in it still open, so the
+/// caller can retry, send it elsewhere, or drop it. `Debug` does not require
+/// `T: Debug`.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{channel, Error};
+///
+/// let (tx, rx) = channel::<String>()?;
+/// drop(rx);
+/// let err = tx.send("hello".to_string()).unwrap_err();
+/// assert!(matches!(err.error(), Error::Disconnected));
+/// assert_eq!(err.into_inner(), "hello");
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct SendError<T> {
+    message: T,
+    error: Error,
+}
+
+impl<T> SendError<T> {
+    pub(crate) fn new(message: T, error: Error) -> Self {
+        SendError { message, error }
+    }
+
+    /// Why the send failed.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The message that was not sent, descriptors still open.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+
+    /// Splits into the message and the error.
+    pub fn into_parts(self) -> (T, Error) {
+        (self.message, self.error)
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "message not sent: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Self {
+        e.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn check<E: std::error::Error + Send + Sync + 'static>() {}
+        check::<Error>();
+        check::<SendError<std::fs::File>>();
+    }
+
+    #[test]
+    fn send_error_debug_needs_no_debug_on_message() {
+        struct Opaque;
+        let e = SendError::new(Opaque, Error::Full);
+        assert!(format!("{e:?}").contains("Full"));
+        assert!(e.to_string().contains("socket buffer is full"));
+    }
+
+    #[test]
+    fn io_error_keeps_source() {
+        let e = Error::io("sendmsg", nix::errno::Errno::EBADF);
+        let source = std::error::Error::source(&e).expect("io error has a source");
+        assert!(source.to_string().contains("Bad file descriptor"));
+        assert!(e.to_string().starts_with("sendmsg failed"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Typed IPC for Linux: processes exchange ordinary Rust values that hold
+//! open files, sockets, memfds and channel ends.
+//!
+//! A message is any `T: Serialize + DeserializeOwned`. It travels as one
+//! `AF_UNIX` `SOCK_SEQPACKET` datagram: a small header, the
+//! [postcard](https://docs.rs/postcard) body, and every descriptor inside the
+//! value in one `SCM_RIGHTS` control message. On receipt each descriptor is
+//! an owned, close-on-exec descriptor in the same place of the value.
+//!
+//! ```
+//! use ipc_core::{channel, Fd, Sender};
+//! use serde::{Deserialize, Serialize};
+//! use std::fs::File;
+//! use std::io::{Read, Seek, Write};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Job {
+//!     id: u64,
+//!     input: Fd<File>,
+//!     reply: Sender<u64>,
+//! }
+//!
+//! let (jobs, job_rx) = channel::<Job>()?;
+//! let (reply, replies) = channel::<u64>()?;
+//!
+//! let mut input = tempfile()?;
+//! input.write_all(b"twelve bytes")?;
+//! input.rewind()?;
+//!
+//! // Usually the receiver lives in another process; the wire is the same.
+//! jobs.send(Job { id: 1, input: Fd::new(input), reply })?;
+//!
+//! let job = job_rx.recv()?;
+//! let mut text = String::new();
+//! (&*job.input).read_to_string(&mut text)?;
+//! job.reply.send(text.len() as u64)?;
+//!
+//! assert_eq!(replies.recv()?, 12);
+//! # fn tempfile() -> std::io::Result<File> {
+//! #     let path = std::env::temp_dir().join(format!("ipc-core-doc-{}", std::process::id()));
+//! #     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+//! #     std::fs::remove_file(&path)?;
+//! #     Ok(file)
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The pieces
+//!
+//! - [`channel`] gives a one-way [`Sender`]/[`Receiver`] pair;
+//!   [`Connection::pair`] a two-way one. All three are descriptors and travel
+//!   inside messages.
+//! - [`Fd<T>`] carries any descriptor type anywhere serde reaches.
+//! - [`Limits`] bound what a receiver accepts from a peer it does not trust.
+//! - [`Error`] says what went wrong and what to do; a failed send hands the
+//!   message back in a [`SendError`].
+//!
+//! # What the receiver checks
+//!
+//! Every index in the body must name a descriptor that came with the
+//! datagram, each exactly once, and every descriptor that came must be named;
+//! the body must decode exactly, with no trailing bytes; truncated datagrams
+//! and control messages are errors. On every error, every descriptor that
+//! came with the message is closed and the channel stays usable.
+//!
+//! Bodies over 64 KiB travel out of line in a sealed memfd that the receiver
+//! checks and maps read-only, so message size has no ceiling but memory and
+//! [`Limits`], and the receive buffer stays fixed.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod body;
+mod channel;
+mod connection;
+mod error;
+mod fd;
+mod limits;
+mod sealing;
+mod sidecar;
+mod sys;
+mod transport;
+mod wire;
+
+pub use channel::{channel, Iter, Receiver, Sender};
+pub use connection::Connection;
+pub use error::{Error, Result, SendError};
+pub use fd::Fd;
+pub use limits::Limits;

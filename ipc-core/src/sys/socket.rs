@@ -1,0 +1,251 @@
+//! `sendmsg`/`recvmsg` of one datagram with its `SCM_RIGHTS` sidecar.
+//!
+//! nix's own `recvmsg` hands back descriptors as `Vec<RawFd>` and allocates
+//! per call; these two calls use a control buffer on the stack and give
+//! owned descriptors straight away.
+
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use nix::errno::Errno;
+use nix::libc;
+
+/// The kernel's `SCM_MAX_FD`: the most descriptors one datagram carries.
+pub(crate) const MAX_FDS: usize = 253;
+
+const FD_SIZE: usize = size_of::<RawFd>();
+
+/// Bytes of control buffer that hold one `SCM_RIGHTS` message of `n` descriptors.
+const fn control_space(n: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
+    // `n * FD_SIZE` is at most 253 * 4, far inside `c_uint`.
+    unsafe { libc::CMSG_SPACE((n * FD_SIZE) as libc::c_uint) as usize }
+}
+
+const CONTROL_CAPACITY: usize = control_space(MAX_FDS);
+
+/// A control buffer aligned for `cmsghdr` (whose alignment is that of `size_t`).
+#[repr(C, align(8))]
+struct ControlBuffer(MaybeUninit<[u8; CONTROL_CAPACITY]>);
+
+impl ControlBuffer {
+    fn new() -> Self {
+        ControlBuffer(MaybeUninit::uninit())
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
+/// Creates a connected pair of close-on-exec `AF_UNIX` `SOCK_SEQPACKET` sockets.
+pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
+/// Sends `bytes` as one datagram with `fds` attached, retrying on `EINTR`.
+///
+/// The caller keeps `fds` open for the call (they are borrowed from the
+/// message being sent); a number that is not open is `EBADF`, nothing worse.
+/// `MSG_NOSIGNAL` is always set: a closed peer is `EPIPE`, never `SIGPIPE`.
+/// With `dontwait`, a full socket buffer is `EAGAIN` instead of blocking.
+pub(crate) fn send(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[RawFd],
+    dontwait: bool,
+) -> Result<(), Errno> {
+    if fds.len() > MAX_FDS {
+        return Err(Errno::ETOOMANYREFS);
+    }
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let mut control = ControlBuffer::new();
+    // SAFETY: msghdr is a plain C struct (pointers, lengths, an int) for which
+    // all-zero bytes are a valid value: no buffers, no flags.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let data_len = fds.len() * FD_SIZE;
+        header.msg_control = control.as_mut_ptr();
+        header.msg_controllen = control_space(fds.len()) as _;
+        // SAFETY: msg_control points at CONTROL_CAPACITY bytes aligned for
+        // cmsghdr and msg_controllen (<= CONTROL_CAPACITY, as fds.len() <=
+        // MAX_FDS) covers one header plus `data_len` bytes, so CMSG_FIRSTHDR
+        // is non-null and CMSG_DATA points at `data_len` writable bytes inside
+        // the buffer. The writes go through raw pointers into our own buffer.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&header);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as libc::c_uint) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                ptr::write_unaligned(data.add(i), *fd);
+            }
+        }
+    }
+    let flags = libc::MSG_NOSIGNAL | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    loop {
+        // SAFETY: `header` points at one iovec over `bytes` and, when fds are
+        // attached, a control message filled in above; both outlive the call.
+        // The descriptors are borrowed, so they stay open while the kernel
+        // takes its own references to them.
+        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, flags) };
+        if sent >= 0 {
+            // A SOCK_SEQPACKET send is all or nothing.
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// What one `recvmsg` gave besides the bytes and descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Bytes written into the buffer.
+    pub len: usize,
+    /// The datagram was longer than the buffer; the rest is lost (`MSG_TRUNC`).
+    pub truncated: bool,
+    /// More descriptors came than the control buffer held, or the kernel could
+    /// not install them all (`MSG_CTRUNC`); the rest were closed by the kernel.
+    pub control_truncated: bool,
+}
+
+/// Receives one datagram into `buf`, its descriptors pushed onto `fds` as
+/// owned, close-on-exec descriptors. Room is made for at most `max_fds`
+/// descriptors. Retries on `EINTR`; with `dontwait` an empty socket is `EAGAIN`.
+pub(crate) fn recv(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    fds: &mut Vec<OwnedFd>,
+    dontwait: bool,
+) -> Result<Received, Errno> {
+    let max_fds = max_fds.min(MAX_FDS);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = ControlBuffer::new();
+    // SAFETY: as in `send`, all-zero is a valid msghdr.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    if max_fds > 0 {
+        header.msg_control = control.as_mut_ptr();
+        header.msg_controllen = control_space(max_fds) as _;
+    }
+    let flags = libc::MSG_CMSG_CLOEXEC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    let len = loop {
+        // SAFETY: the iovec covers `buf`, writable for its length; the control
+        // buffer is writable for msg_controllen bytes. Both outlive the call.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags) };
+        if n >= 0 {
+            break n as usize;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    };
+    // Own every descriptor before anything else is looked at, so that any
+    // error from here on closes them.
+    if header.msg_controllen > 0 {
+        // SAFETY: the kernel filled msg_controllen bytes of our aligned control
+        // buffer with well-formed cmsghdrs; CMSG_FIRSTHDR/CMSG_NXTHDR walk
+        // them within that length and return null at the end.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&header) };
+        while !cmsg.is_null() {
+            // SAFETY: `cmsg` is non-null and points at a cmsghdr inside the
+            // filled part of the buffer (see above).
+            let (level, kind, cmsg_len) = unsafe {
+                (
+                    (*cmsg).cmsg_level,
+                    (*cmsg).cmsg_type,
+                    (*cmsg).cmsg_len as usize,
+                )
+            };
+            if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+                let data_len = cmsg_len.saturating_sub(cmsg_len_zero());
+                let count = data_len / FD_SIZE;
+                // SAFETY: CMSG_DATA of a valid cmsghdr points at its payload.
+                let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<RawFd>();
+                for i in 0..count {
+                    // SAFETY: `i < count` keeps the read inside the payload
+                    // the kernel wrote (`cmsg_len` covers it). The payload may
+                    // be unaligned for RawFd, hence read_unaligned.
+                    let raw = unsafe { ptr::read_unaligned(data.add(i)) };
+                    // SAFETY: the kernel just installed `raw` in our table
+                    // for this message; nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+            // SAFETY: `header` describes the control buffer and `cmsg` is one
+            // of its headers; CMSG_NXTHDR returns the next one or null.
+            cmsg = unsafe { libc::CMSG_NXTHDR(&header, cmsg) };
+        }
+    }
+    Ok(Received {
+        len,
+        truncated: header.msg_flags & libc::MSG_TRUNC != 0,
+        control_truncated: header.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// `CMSG_LEN(0)`: the size of a control header with no payload.
+const fn cmsg_len_zero() -> usize {
+    // SAFETY: CMSG_LEN is arithmetic on its argument; it reads no memory.
+    unsafe { libc::CMSG_LEN(0) as usize }
+}
+
+/// Reads an integer socket option.
+fn int_option(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> Result<libc::c_int, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` says how many
+    // bytes `value` holds; the kernel writes at most that many.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Whether `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket, the only kind a
+/// channel end can be.
+pub(crate) fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
+        && int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_SEQPACKET)
+}
+
+/// The socket type (`SO_TYPE`) of `fd`, or `None` when it is not a socket.
+pub(crate) fn socket_type(fd: BorrowedFd<'_>) -> Option<libc::c_int> {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()
+}

@@ -1,0 +1,398 @@
+//! One message over one socket: encode and send, receive and decode.
+//!
+//! `Sender`, `Receiver` and `Connection` are thin typed faces over
+//! [`Socket`]. Buffers are per thread and reused: a send encodes into a fixed
+//! buffer and makes one `sendmsg`; a receive makes one `recvmsg` into a fixed
+//! buffer. Bodies over [`wire::INLINE_MAX`] go through a sealed memfd.
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::body;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::sidecar::{self, Failure};
+use crate::sys::socket::{self, Received, MAX_FDS};
+use crate::wire::{Body, Header, DATAGRAM_MAX, HEADER_LEN};
+
+/// How long a receive may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Until a message or the end of the channel.
+    Forever,
+    /// Not at all: `Error::Empty` when nothing is queued.
+    Never,
+    /// Until the deadline: `Error::Timeout` then.
+    Until(Instant),
+}
+
+impl Wait {
+    pub(crate) fn timeout(timeout: Duration) -> Wait {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => Wait::Until(deadline),
+            None => Wait::Forever,
+        }
+    }
+}
+
+/// A connected `AF_UNIX` `SOCK_SEQPACKET` socket that speaks this protocol.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    fd: OwnedFd,
+}
+
+impl Socket {
+    /// Adopts `fd`, which the caller promises is a connected seqpacket socket
+    /// whose peer speaks this protocol.
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        Socket { fd }
+    }
+
+    pub(crate) fn pair() -> Result<(Socket, Socket)> {
+        let (a, b) = socket::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
+        Ok((Socket::new(a), Socket::new(b)))
+    }
+
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Encodes `message` and sends it as one datagram. With `dontwait`, a
+    /// full socket buffer is `Error::Full` instead of a wait.
+    pub(crate) fn send<T: Serialize + ?Sized>(&self, message: &T, dontwait: bool) -> Result<()> {
+        with_buffer(&OUTBOX, Outbox::new, |outbox| {
+            outbox.send(self.fd.as_fd(), message, dontwait)
+        })
+    }
+
+    /// Receives one datagram and decodes it as a `T`, within `limits`.
+    pub(crate) fn recv<T: DeserializeOwned>(&self, limits: &Limits, wait: Wait) -> Result<T> {
+        with_buffer(&INBOX, Inbox::new, |inbox| {
+            inbox.recv(self.fd.as_fd(), limits, wait)
+        })
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+thread_local! {
+    static OUTBOX: RefCell<Option<Outbox>> = const { RefCell::new(None) };
+    static INBOX: RefCell<Option<Inbox>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's buffer, made on first use. A send or receive
+/// made from inside another (a `Serialize` impl that sends) gets a fresh one.
+fn with_buffer<B, R>(
+    key: &'static std::thread::LocalKey<RefCell<Option<B>>>,
+    make: fn() -> B,
+    f: impl FnOnce(&mut B) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => f(slot.get_or_insert_with(make)),
+        Err(_) => f(&mut make()),
+    })
+}
+
+/// The send side's reusable buffers.
+struct Outbox {
+    datagram: Box<[u8]>,
+    fds: Vec<RawFd>,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            datagram: vec![0; DATAGRAM_MAX].into_boxed_slice(),
+            fds: Vec::new(),
+        }
+    }
+
+    fn send<T: Serialize + ?Sized>(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        message: &T,
+        dontwait: bool,
+    ) -> Result<()> {
+        let (head, space) = self.datagram.split_at_mut(HEADER_LEN);
+        let inline = sidecar::collect(&mut self.fds, || {
+            postcard::to_slice(message, space).map(|body| body.len())
+        });
+        match inline {
+            Ok(body_len) => {
+                check_count(self.fds.len(), MAX_FDS)?;
+                let header = Header {
+                    body: Body::Inline,
+                    fds: self.fds.len() as u32,
+                    body_len: body_len as u64,
+                };
+                header.write(head_array(head));
+                let datagram = &self.datagram[..HEADER_LEN + body_len];
+                transmit(socket, datagram, &self.fds, dontwait)
+            }
+            Err(postcard::Error::SerializeBufferFull) => {
+                self.send_out_of_line(socket, message, dontwait)
+            }
+            Err(e) => Err(encode_error(e)),
+        }
+    }
+
+    /// Sends a body too large for the datagram in a sealed memfd.
+    fn send_out_of_line<T: Serialize + ?Sized>(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        message: &T,
+        dontwait: bool,
+    ) -> Result<()> {
+        let size = sidecar::collect(&mut self.fds, || {
+            postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
+        })
+        .map_err(encode_error)?;
+        // The body's memfd takes one place in the sidecar.
+        check_count(self.fds.len() + 1, MAX_FDS)?;
+        let fds = &mut self.fds;
+        let (memfd, body_len) = body::write(size, |space| {
+            sidecar::collect(fds, || postcard::to_slice(message, space).map(|b| b.len()))
+                .map_err(encode_error)
+        })?;
+        check_count(self.fds.len() + 1, MAX_FDS)?;
+        self.fds.push(memfd.as_raw_fd());
+        let header = Header {
+            body: Body::OutOfLine,
+            fds: self.fds.len() as u32,
+            body_len: body_len as u64,
+        };
+        let head = head_array(&mut self.datagram[..HEADER_LEN]);
+        header.write(head);
+        let result = transmit(socket, &self.datagram[..HEADER_LEN], &self.fds, dontwait);
+        // The peer has its own reference now; ours closes here.
+        drop(memfd);
+        result
+    }
+}
+
+fn head_array(head: &mut [u8]) -> &mut [u8; HEADER_LEN] {
+    head.first_chunk_mut::<HEADER_LEN>()
+        .unwrap_or_else(|| unreachable!("the datagram buffer is longer than a header"))
+}
+
+fn check_count(count: usize, max: usize) -> Result<()> {
+    if count > max {
+        Err(Error::TooManyDescriptors { count, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn transmit(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd], dontwait: bool) -> Result<()> {
+    socket::send(socket, datagram, fds, dontwait).map_err(|e| match e {
+        Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN => Error::Disconnected,
+        Errno::EAGAIN => Error::Full,
+        e => Error::io("sendmsg", e),
+    })
+}
+
+fn encode_error(e: postcard::Error) -> Error {
+    match e {
+        postcard::Error::SerdeSerCustom => Error::Encode(
+            "a Serialize impl in the message failed (a descriptor serialized outside its message, or a custom error)".into(),
+        ),
+        e => Error::Encode(e.to_string()),
+    }
+}
+
+/// The receive side's reusable buffers.
+struct Inbox {
+    datagram: Box<[u8]>,
+    fds: Vec<OwnedFd>,
+    slots: Vec<Option<OwnedFd>>,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Inbox {
+            datagram: vec![0; DATAGRAM_MAX].into_boxed_slice(),
+            fds: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    fn recv<T: DeserializeOwned>(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        limits: &Limits,
+        wait: Wait,
+    ) -> Result<T> {
+        self.fds.clear();
+        // Room for the body's memfd besides the message's own descriptors.
+        let room = limits.max_descriptors().saturating_add(1).min(MAX_FDS);
+        let received = self.receive(socket, room, wait)?;
+        let result = self.decode(socket, received, limits);
+        // Whatever the decode did not take is closed, on every path.
+        self.fds.clear();
+        result
+    }
+
+    fn receive(&mut self, socket: BorrowedFd<'_>, room: usize, wait: Wait) -> Result<Received> {
+        loop {
+            let dontwait = match wait {
+                Wait::Forever => false,
+                Wait::Never => true,
+                Wait::Until(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !readable(socket, left)? {
+                        return Err(Error::Timeout);
+                    }
+                    true
+                }
+            };
+            match socket::recv(socket, &mut self.datagram, room, &mut self.fds, dontwait) {
+                Ok(received) => return Ok(received),
+                Err(Errno::EAGAIN) => match wait {
+                    Wait::Never => return Err(Error::Empty),
+                    // Another thread took the message poll saw: wait again.
+                    _ => continue,
+                },
+                Err(Errno::ECONNRESET) => return Err(Error::Disconnected),
+                Err(e) => return Err(Error::io("recvmsg", e)),
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        received: Received,
+        limits: &Limits,
+    ) -> Result<T> {
+        if received.control_truncated {
+            return Err(Error::Descriptor(format!(
+                "the peer attached more descriptors than this receiver accepts ({}), or this \
+                 process ran out of descriptors (RLIMIT_NOFILE); the message was dropped",
+                limits.max_descriptors()
+            )));
+        }
+        if received.truncated {
+            return Err(Error::Decode(format!(
+                "a datagram longer than {DATAGRAM_MAX} bytes was cut short; the peer does not \
+                 follow the protocol and the message was dropped"
+            )));
+        }
+        if received.len == 0 && self.fds.is_empty() {
+            // End of stream, or a hostile zero-length datagram.
+            return Err(if hung_up(socket) {
+                Error::Disconnected
+            } else {
+                Error::Decode("the peer sent an empty datagram".into())
+            });
+        }
+        let datagram = &self.datagram[..received.len];
+        let header = Header::parse(datagram).map_err(|e| Error::Decode(e.to_string()))?;
+        if header.fds as usize != self.fds.len() {
+            return Err(Error::Descriptor(format!(
+                "the header announces {} descriptors but {} arrived",
+                header.fds,
+                self.fds.len()
+            )));
+        }
+        if header.body_len > limits.max_bytes() {
+            return Err(Error::TooLarge {
+                len: header.body_len,
+                max: limits.max_bytes(),
+            });
+        }
+        match header.body {
+            Body::Inline => {
+                let body = &datagram[HEADER_LEN..];
+                if body.len() as u64 != header.body_len {
+                    return Err(Error::Decode(format!(
+                        "the header announces a body of {} bytes but {} arrived",
+                        header.body_len,
+                        body.len()
+                    )));
+                }
+                check_own_count(self.fds.len(), limits)?;
+                decode_body(body, &mut self.fds, &mut self.slots)
+            }
+            Body::OutOfLine => {
+                if datagram.len() != HEADER_LEN {
+                    return Err(Error::Decode(
+                        "an out-of-line body came with inline bytes as well".into(),
+                    ));
+                }
+                let Some(memfd) = self.fds.pop() else {
+                    return Err(Error::Descriptor(
+                        "an out-of-line body came without its memfd".into(),
+                    ));
+                };
+                check_own_count(self.fds.len(), limits)?;
+                let map = body::map(&memfd, header.body_len)?;
+                decode_body(map.bytes(), &mut self.fds, &mut self.slots)
+            }
+        }
+    }
+}
+
+fn check_own_count(count: usize, limits: &Limits) -> Result<()> {
+    if count > limits.max_descriptors() {
+        return Err(Error::Descriptor(format!(
+            "the peer attached {count} descriptors but this receiver accepts at most {}",
+            limits.max_descriptors()
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes `body` exactly, with `fds` available by index; every descriptor
+/// must be named exactly once.
+fn decode_body<T: DeserializeOwned>(
+    body: &[u8],
+    fds: &mut Vec<OwnedFd>,
+    slots: &mut Vec<Option<OwnedFd>>,
+) -> Result<T> {
+    slots.clear();
+    slots.extend(fds.drain(..).map(Some));
+    let decoded = sidecar::restore(slots, || {
+        let (message, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err(format!("{} bytes trail the message", rest.len()));
+        }
+        Ok(message)
+    });
+    decoded.map_err(|failure| match failure {
+        Failure::Fault(fault) => Error::Descriptor(fault.to_string()),
+        Failure::Decode(why) => Error::Decode(why),
+    })
+}
+
+/// Waits up to `timeout` for `socket` to be readable (or hung up).
+fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
+    // Round up, so a wait never ends a little before its deadline.
+    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        // Let the caller look again and recompute what is left of its wait.
+        Err(Errno::EINTR) => Ok(true),
+        Err(e) => Err(Error::io("poll", e)),
+    }
+}
+
+/// Whether the peer of `socket` has closed its end.
+fn hung_up(socket: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}

@@ -1,0 +1,1 @@
+//! `#[derive(IpcMessage)]` for ipc-core.
