@@ -1,1 +1,209 @@
+//! Channels between real processes: ping-pong, disconnection, timeouts,
+//! large bodies, many senders at once.
 
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ipc_core::{channel, Connection, Error, Sender};
+use support::{close_in_child, fd_count, fork_child, serial};
+
+#[test]
+fn ping_pong_over_a_connection_between_processes() {
+    let _serial = serial();
+    let before = fd_count();
+    let (parent, child_end) = Connection::<u64, u64>::pair().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&parent);
+        while let Ok(n) = child_end.recv() {
+            child_end.send(n + 1).unwrap();
+        }
+    });
+    drop(child_end);
+    let mut n = 0;
+    for _ in 0..2000 {
+        parent.send(n).unwrap();
+        let back = parent.recv().unwrap();
+        assert_eq!(back, n + 1);
+        n = back;
+    }
+    assert_eq!(n, 2000);
+    drop(parent);
+    child.join();
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn receiver_sees_disconnected_once_every_sender_is_gone() {
+    let _serial = serial();
+    let (tx, rx) = channel::<u32>().unwrap();
+    let second = tx.clone();
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        for i in 0..10 {
+            second.send(i).unwrap();
+        }
+    });
+    drop(second);
+    // The child's copies are gone when it exits; ours still holds the channel open.
+    child.join();
+    tx.send(10).unwrap();
+    for i in 0..=10 {
+        assert_eq!(rx.recv().unwrap(), i);
+    }
+    assert!(
+        matches!(rx.try_recv(), Err(Error::Empty)),
+        "a clone is still alive"
+    );
+    drop(tx);
+    assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+    assert!(matches!(rx.try_recv(), Err(Error::Disconnected)));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Err(Error::Disconnected)
+    ));
+}
+
+#[test]
+fn sender_sees_disconnected_when_the_receiving_process_is_gone() {
+    let _serial = serial();
+    let (tx, rx) = channel::<ipc_core::Fd<std::fs::File>>().unwrap();
+    // `rx` moves into the child; the parent's copy goes with the closure.
+    let child = fork_child(move || drop(rx.recv().unwrap()));
+    tx.send(ipc_core::Fd::new(std::fs::File::open("/dev/null").unwrap()))
+        .unwrap();
+    child.join();
+    let file = ipc_core::Fd::new(std::fs::File::open("/dev/null").unwrap());
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&*file);
+    let err = tx.send(file).unwrap_err();
+    assert!(matches!(err.error(), Error::Disconnected), "{err:?}");
+    let back = err.into_inner();
+    assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&*back), raw);
+    assert!(
+        support::is_open(raw),
+        "the returned message keeps its descriptor open"
+    );
+}
+
+#[test]
+fn recv_timeout_waits_and_then_says_timeout() {
+    let _serial = serial();
+    let (_tx, rx) = channel::<u8>().unwrap();
+    let start = Instant::now();
+    let got = rx.recv_timeout(Duration::from_millis(50));
+    assert!(matches!(got, Err(Error::Timeout)), "{got:?}");
+    assert!(start.elapsed() >= Duration::from_millis(50));
+
+    // A message sent by another process during the wait ends it.
+    let (tx, rx) = channel::<u8>().unwrap();
+    let child = fork_child(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(7).unwrap();
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 7);
+    child.join();
+}
+
+#[test]
+fn a_256_mib_message_crosses_processes_whole() {
+    let _serial = serial();
+    let before = fd_count();
+    let (tx, rx) = channel::<(u64, Vec<u8>)>().unwrap();
+    const LEN: usize = 256 << 20;
+    let child = fork_child(move || {
+        let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        tx.send((LEN as u64, body)).unwrap();
+    });
+    let (len, body) = rx.recv().unwrap();
+    child.join();
+    assert_eq!(len as usize, LEN);
+    assert_eq!(body.len(), LEN);
+    assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    drop(rx);
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn bodies_on_both_sides_of_the_inline_limit_arrive() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Vec<u8>>().unwrap();
+    // Vec<u8> costs a varint length (3 bytes here) plus its bytes.
+    for len in [
+        0,
+        1,
+        65_530,
+        65_532,
+        65_533,
+        65_534,
+        65_536,
+        70_000,
+        1 << 20,
+    ] {
+        let body: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        tx.send(body.clone()).unwrap();
+        assert_eq!(rx.recv().unwrap(), body, "length {len}");
+    }
+}
+
+#[test]
+fn four_threads_sending_at_once_keep_per_sender_order() {
+    let _serial = serial();
+    const PER_THREAD: u32 = 5000;
+    let (tx, rx) = channel::<(u8, u32, Vec<u8>)>().unwrap();
+    let child = fork_child(move || {
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let tx: Sender<_> = tx.clone();
+                std::thread::spawn(move || {
+                    for seq in 0..PER_THREAD {
+                        // Vary the size so datagrams differ; some go out of line.
+                        let pad = if seq % 1000 == 0 {
+                            100_000
+                        } else {
+                            (seq % 64) as usize
+                        };
+                        tx.send((t, seq, vec![t; pad])).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    let mut next = [0u32; 4];
+    for _ in 0..4 * PER_THREAD {
+        let (t, seq, pad) = rx.recv().unwrap();
+        assert_eq!(seq, next[t as usize], "thread {t} out of order");
+        assert!(pad.iter().all(|&b| b == t), "bytes of two messages mixed");
+        next[t as usize] += 1;
+    }
+    assert_eq!(next, [PER_THREAD; 4]);
+    child.join();
+    assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+}
+
+#[test]
+fn try_send_says_full_and_send_blocks_until_the_reader_drains() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Vec<u8>>().unwrap();
+    let mut queued = 0;
+    let full = loop {
+        match tx.try_send(vec![1; 30_000]) {
+            Ok(()) => queued += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full.error(), Error::Full));
+    assert!(queued > 0);
+    let child = fork_child(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        for _ in 0..queued + 1 {
+            assert_eq!(rx.recv().unwrap().len(), 30_000);
+        }
+    });
+    // Blocks until the child has made room.
+    tx.send(full.into_inner()).unwrap();
+    child.join();
+}

@@ -87,10 +87,6 @@ impl WriteMap {
         Region::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).map(WriteMap)
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.0.bytes()
-    }
-
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: the range is mapped writable for `len` bytes while `self`
         // lives, and `&mut self` makes this the only slice into it from this

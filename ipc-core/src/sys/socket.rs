@@ -244,8 +244,3 @@ pub(crate) fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
     int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
         && int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_SEQPACKET)
 }
-
-/// The socket type (`SO_TYPE`) of `fd`, or `None` when it is not a socket.
-pub(crate) fn socket_type(fd: BorrowedFd<'_>) -> Option<libc::c_int> {
-    int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()
-}

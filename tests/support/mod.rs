@@ -1,0 +1,170 @@
+//! Helpers shared by the cross-process tests: forking a child that reports
+//! failure through its exit status, counting open descriptors, and running
+//! the tests of one binary one at a time.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// Tests of one binary run one at a time: they count the process's open
+/// descriptors, and a child forked by one test would inherit the sockets of
+/// another and keep its peer from seeing the end of the channel.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Open descriptors of this process.
+pub fn fd_count() -> usize {
+    // read_dir holds one descriptor of its own while it counts, every time.
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Whether `fd` is open in this process.
+pub fn is_open(fd: std::os::fd::RawFd) -> bool {
+    nix::fcntl::fcntl(
+        // SAFETY: the borrowed descriptor is used only for this one fcntl,
+        // which reports EBADF if the number is not open.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_ok()
+}
+
+/// Whether `fd` is close-on-exec.
+pub fn is_cloexec(fd: impl AsFd) -> bool {
+    let flags = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+    nix::fcntl::FdFlag::from_bits_retain(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+}
+
+/// A forked child process.
+#[derive(Debug)]
+pub struct Forked {
+    pid: Pid,
+}
+
+/// Forks; the child runs `body` and exits 0, or 101 if it panicked, with the
+/// panic message written straight to descriptor 2 (the test harness's
+/// capture of the forked thread would swallow it).
+pub fn fork_child(body: impl FnOnce()) -> Forked {
+    // SAFETY: the tests of a binary run one at a time (`serial`), so no other
+    // test thread is inside the allocator or holds a lock the child needs;
+    // the child runs only `body` and leaves through `_exit`.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Parent { child } => Forked { pid: child },
+        ForkResult::Child => {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            let code = match result {
+                Ok(()) => 0,
+                Err(payload) => {
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| payload.downcast_ref::<&str>().copied())
+                        .unwrap_or("(non-string panic)");
+                    let stderr = std::io::stderr();
+                    let _ = nix::unistd::write(
+                        stderr.as_fd(),
+                        format!("child panicked: {message}\n").as_bytes(),
+                    );
+                    101
+                }
+            };
+            let _ = std::io::stdout().flush();
+            // SAFETY: _exit ends the child at once, running no destructors or
+            // atexit handlers that belong to the parent's state.
+            unsafe { nix::libc::_exit(code) }
+        }
+    }
+}
+
+/// Closes, in a forked child, a descriptor the child inherited but must not
+/// hold (the parent's end of a channel, so that the parent's drop reaches
+/// the peer). The value that owns it in the child's copy of memory is never
+/// dropped: the child leaves through `_exit`.
+pub fn close_in_child(fd: &impl AsFd) {
+    nix::unistd::close(fd.as_fd().as_raw_fd()).expect("close in child");
+}
+
+impl Forked {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Waits for the child and asserts that it exited 0.
+    pub fn join(self) {
+        match waitpid(self.pid, None).expect("waitpid") {
+            WaitStatus::Exited(_, 0) => {}
+            status => panic!("child failed: {status:?}"),
+        }
+    }
+
+    /// Kills the child with SIGKILL and reaps it.
+    pub fn kill(self) {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// Sends `bytes` with `fds` attached as one raw datagram, as a hostile peer would.
+pub fn send_raw(socket: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd]) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    sendmsg::<()>(socket.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None).expect("raw sendmsg");
+}
+
+/// A frame header as the wire format documents it.
+pub fn header(kind: u8, fds: u32, body_len: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(16);
+    h.extend_from_slice(b"ic");
+    h.push(1);
+    h.push(kind);
+    h.extend_from_slice(&fds.to_le_bytes());
+    h.extend_from_slice(&body_len.to_le_bytes());
+    h
+}
+
+/// A datagram with an inline body.
+pub fn inline_frame(fds: u32, body: &[u8]) -> Vec<u8> {
+    let mut frame = header(0, fds, body.len() as u64);
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// `n` descriptors of /dev/null.
+pub fn dev_nulls(n: usize) -> Vec<OwnedFd> {
+    (0..n)
+        .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").unwrap()))
+        .collect()
+}
+
+/// A temporary file, already unlinked.
+pub fn temp_file() -> std::fs::File {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "ipc-core-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}
