@@ -223,6 +223,7 @@ fn a_failed_send_hands_back_the_message_with_descriptors_open() {
 
 #[test]
 fn a_descriptor_serialized_outside_a_send_is_an_error() {
+    let _serial = serial();
     let fd = Fd::new(File::open("/dev/null").unwrap());
     assert!(postcard::to_allocvec(&fd).is_err());
     let (tx, _rx) = channel::<u8>().unwrap();
