@@ -69,12 +69,16 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod __private;
 mod body;
+mod carry;
 mod channel;
 mod connection;
 mod error;
 mod fd;
 mod limits;
+mod message;
 mod sealing;
 mod sidecar;
 mod sys;
@@ -86,3 +90,8 @@ pub use connection::Connection;
 pub use error::{Error, Result, SendError};
 pub use fd::Fd;
 pub use limits::Limits;
+pub use message::IpcMessage;
+
+/// Writes the serde glue that lets a struct or enum holding descriptors
+/// travel as a message; see the [`IpcMessage`](trait@IpcMessage) trait.
+pub use ipc_derive::IpcMessage;

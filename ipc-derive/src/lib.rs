@@ -1,1 +1,29 @@
-//! `#[derive(IpcMessage)]` for ipc-core.
+//! `#[derive(IpcMessage)]` for ipc-core; use it through `ipc_core::IpcMessage`,
+//! where it is documented.
+//!
+//! The derive writes `Serialize` and `Deserialize` for the user's type by
+//! way of a hidden serde `remote` shadow, whose descriptor fields name the
+//! functions of `ipc_core::__private`. It reads the input (`ast`, `attr`,
+//! `shape`), checks it (`valid`), and writes code (`expand`), or, when the
+//! input is wrong, the errors and a stub (`fallback`), so that one mistake
+//! reads as one error.
+
+mod ast;
+mod attr;
+mod expand;
+mod fallback;
+mod shape;
+mod valid;
+
+use proc_macro::TokenStream;
+use syn::{parse_macro_input, DeriveInput};
+
+/// Writes the serde glue for a message type that holds descriptors; see
+/// `ipc_core::IpcMessage`.
+#[proc_macro_derive(IpcMessage, attributes(ipc, serde))]
+pub fn derive_ipc_message(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input)
+        .unwrap_or_else(|errors| fallback::expand(&input, errors))
+        .into()
+}

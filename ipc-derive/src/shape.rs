@@ -1,0 +1,78 @@
+//! A field type's *shape*: how `ipc_core::__private::Carry` carries it.
+//!
+//! Descriptor types are recognised by the last segment of their path, since
+//! a macro sees names, not types. The shape mirrors the type with `Desc` at
+//! descriptor leaves and `Plain` at every other leaf, or is `None` when no
+//! descriptor is inside (the field is then plain serde).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{GenericArgument, PathArguments, Type};
+
+/// Last path segments of foreign descriptor types: `AsFd + From<OwnedFd>`.
+const DESCRIPTORS: &[&str] = &[
+    "OwnedFd",
+    "File",
+    "UnixStream",
+    "UnixListener",
+    "UnixDatagram",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+];
+
+/// The shape of `ty`, or `None` when it holds no recognised descriptor.
+pub fn of(ty: &Type) -> Option<TokenStream> {
+    let shape = quote!(::ipc_core::__private::shape);
+    match ty {
+        Type::Paren(inner) => of(&inner.elem),
+        Type::Group(inner) => of(&inner.elem),
+        Type::Array(array) => of(&array.elem).map(|s| quote!(#shape::Array<#s>)),
+        Type::Tuple(tuple) => {
+            let shapes: Vec<Option<TokenStream>> = tuple.elems.iter().map(of).collect();
+            if shapes.iter().all(Option::is_none) || shapes.len() > 8 {
+                return None;
+            }
+            let elems = shapes
+                .into_iter()
+                .map(|s| s.unwrap_or_else(|| quote!(#shape::Plain)));
+            Some(quote!((#(#elems,)*)))
+        }
+        Type::Path(path) if path.qself.is_none() => {
+            let last = path.path.segments.last()?;
+            let name = last.ident.to_string();
+            if DESCRIPTORS.contains(&name.as_str()) && last.arguments.is_empty() {
+                return Some(quote!(#shape::Desc));
+            }
+            if name == "Memfd" && last.arguments.is_empty() {
+                return Some(quote!(#shape::Memfd));
+            }
+            let wrapper = match name.as_str() {
+                "Option" => quote!(#shape::Opt),
+                "Vec" => quote!(#shape::Seq),
+                "Box" => quote!(#shape::Boxed),
+                _ => return None,
+            };
+            let inner = single_type_argument(&last.arguments)?;
+            of(inner).map(|s| quote!(#wrapper<#s>))
+        }
+        _ => None,
+    }
+}
+
+/// The shape that `#[ipc(fd)]` asks for.
+pub fn descriptor() -> TokenStream {
+    quote!(::ipc_core::__private::shape::Desc)
+}
+
+fn single_type_argument(arguments: &PathArguments) -> Option<&Type> {
+    let PathArguments::AngleBracketed(args) = arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    });
+    let first = types.next()?;
+    types.next().is_none().then_some(first)
+}

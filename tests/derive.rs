@@ -1,0 +1,398 @@
+//! `#[derive(IpcMessage)]` across processes: every recognised descriptor
+//! type arrives and works in the other process; enums, generics, nesting,
+//! attributes; failed sends give everything back.
+
+mod support;
+
+// Shadow the names generated code must not rely on: it names only
+// `::ipc_core::__private` paths and `::core`.
+#[allow(dead_code)]
+mod serde {}
+#[allow(dead_code)]
+type Result = ();
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+
+use ipc_core::{channel, Connection, Error, IpcMessage, Sender};
+use support::{close_in_child, fd_count, fork_child, is_open, serial, temp_file};
+
+#[derive(IpcMessage)]
+struct Kit {
+    note: String,
+    counts: HashMap<String, u32>,
+    file: File,
+    raw: OwnedFd,
+    listener: UnixListener,
+    stream: UnixStream,
+    datagram: UnixDatagram,
+    tcp_listener: TcpListener,
+    tcp: TcpStream,
+    udp: UdpSocket,
+    memfd: memfd::Memfd,
+    maybe: Option<File>,
+    absent: Option<File>,
+    many: Vec<OwnedFd>,
+    boxed: Box<File>,
+    array: [OwnedFd; 2],
+    pair: (String, File),
+    nested: Vec<(u8, Option<Box<File>>)>,
+    reply: Sender<String>,
+}
+
+fn file_with(text: &str) -> File {
+    let mut file = temp_file();
+    file.write_all(text.as_bytes()).unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file
+}
+
+fn read_all(mut file: impl Read) -> String {
+    let mut text = String::new();
+    file.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn every_recognised_descriptor_type_works_in_the_other_process() {
+    let _serial = serial();
+    let before = fd_count();
+    let socket_path =
+        std::env::temp_dir().join(format!("ipc-core-derive-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket_path);
+
+    let (kits, kit_rx) = channel::<Kit>().unwrap();
+    let (reply, replies) = channel::<String>().unwrap();
+
+    let listener = UnixListener::bind(&socket_path).unwrap();
+    let (stream, stream_peer) = UnixStream::pair().unwrap();
+    let (datagram, datagram_peer) = UnixDatagram::pair().unwrap();
+    let tcp_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_listener_addr = tcp_listener.local_addr().unwrap();
+    let tcp_server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_client = TcpStream::connect(tcp_server.local_addr().unwrap()).unwrap();
+    let (tcp, _) = tcp_server.accept().unwrap();
+    drop(tcp_server);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let memfd = memfd::MemfdOptions::default().create("kit").unwrap();
+    memfd.as_file().write_all(b"in memory").unwrap();
+
+    let child = fork_child(|| {
+        close_in_child(&kits);
+        close_in_child(&stream_peer);
+        close_in_child(&datagram_peer);
+        close_in_child(&tcp_client);
+        let kit = kit_rx.recv().unwrap();
+        assert_eq!(kit.note, "kit");
+        assert_eq!(kit.counts["a"], 1);
+        assert_eq!(read_all(&kit.file), "plain file");
+        assert_eq!(read_all(File::from(kit.raw)), "raw descriptor");
+        let (conn, _) = kit.listener.accept().unwrap();
+        assert_eq!(read_all(conn), "unix client");
+        let mut line = [0; 11];
+        (&kit.stream).read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"over stream");
+        (&kit.stream).write_all(b"back").unwrap();
+        let mut buf = [0; 64];
+        let n = kit.datagram.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"one datagram");
+        let (conn, _) = kit.tcp_listener.accept().unwrap();
+        assert_eq!(read_all(conn), "tcp client");
+        assert_eq!(read_all(&kit.tcp), "tcp stream");
+        let (n, _) = kit.udp.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"udp datagram");
+        let mut text = String::new();
+        kit.memfd.as_file().seek(SeekFrom::Start(0)).unwrap();
+        kit.memfd.as_file().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "in memory");
+        assert_eq!(read_all(kit.maybe.unwrap()), "maybe");
+        assert!(kit.absent.is_none());
+        assert_eq!(kit.many.len(), 3);
+        assert_eq!(read_all(&*kit.boxed), "boxed");
+        assert_eq!(kit.array.len(), 2);
+        assert_eq!(kit.pair.0, "pair");
+        assert_eq!(read_all(&kit.pair.1), "paired");
+        assert_eq!(kit.nested.len(), 2);
+        assert!(kit.nested[0].1.is_none());
+        assert_eq!(read_all(&**kit.nested[1].1.as_ref().unwrap()), "deep");
+        kit.reply.send("all used".into()).unwrap();
+    });
+    drop(kit_rx);
+
+    let kit = Kit {
+        note: "kit".into(),
+        counts: HashMap::from([("a".to_string(), 1)]),
+        file: file_with("plain file"),
+        raw: OwnedFd::from(file_with("raw descriptor")),
+        listener,
+        stream,
+        datagram,
+        tcp_listener,
+        tcp,
+        udp,
+        memfd,
+        maybe: Some(file_with("maybe")),
+        absent: None,
+        many: support::dev_nulls(3),
+        boxed: Box::new(file_with("boxed")),
+        array: [
+            support::dev_nulls(1).remove(0),
+            support::dev_nulls(1).remove(0),
+        ],
+        pair: ("pair".into(), file_with("paired")),
+        nested: vec![(0, None), (1, Some(Box::new(file_with("deep"))))],
+        reply,
+    };
+    kits.send(kit).unwrap();
+
+    // The parent plays the other side of every socket the child now holds.
+    let mut client = UnixStream::connect(&socket_path).unwrap();
+    client.write_all(b"unix client").unwrap();
+    drop(client);
+    (&stream_peer).write_all(b"over stream").unwrap();
+    let mut back = [0; 4];
+    (&stream_peer).read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"back");
+    datagram_peer.send(b"one datagram").unwrap();
+    let mut client = TcpStream::connect(tcp_listener_addr).unwrap();
+    client.write_all(b"tcp client").unwrap();
+    drop(client);
+    (&tcp_client).write_all(b"tcp stream").unwrap();
+    drop(tcp_client);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"udp datagram", udp_addr)
+        .unwrap();
+
+    assert_eq!(replies.recv().unwrap(), "all used");
+    child.join();
+    drop((stream_peer, datagram_peer, kits, replies));
+    std::fs::remove_file(&socket_path).unwrap();
+    assert_eq!(fd_count(), before);
+}
+
+#[derive(IpcMessage, Debug)]
+enum Request {
+    Open { path: String, reply: Sender<Reply> },
+    Upload(File, Option<UnixStream>),
+    Tagged(#[ipc(fd)] Descriptor, u32),
+    Shutdown,
+}
+
+/// A descriptor type the derive does not know by name.
+type Descriptor = OwnedFd;
+
+#[derive(IpcMessage, Debug)]
+struct Reply {
+    file: File,
+    size: u64,
+}
+
+#[test]
+fn enums_with_every_variant_kind_cross_processes() {
+    let _serial = serial();
+    let before = fd_count();
+    let (requests, requests_rx) = channel::<Request>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&requests);
+        let mut seen = Vec::new();
+        for request in requests_rx.iter() {
+            match request.unwrap() {
+                Request::Open { path, reply } => {
+                    let file = File::open(&path).unwrap();
+                    let size = file.metadata().unwrap().len();
+                    reply.send(Reply { file, size }).unwrap();
+                    seen.push("open");
+                }
+                Request::Upload(file, stream) => {
+                    assert_eq!(read_all(file), "upload");
+                    (&stream.unwrap()).write_all(b"got it").unwrap();
+                    seen.push("upload");
+                }
+                Request::Tagged(fd, tag) => {
+                    assert_eq!(tag, 9);
+                    assert_eq!(read_all(File::from(fd)), "tagged");
+                    seen.push("tagged");
+                }
+                Request::Shutdown => {
+                    seen.push("shutdown");
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, ["open", "upload", "tagged", "shutdown"]);
+    });
+    drop(requests_rx);
+
+    let (reply, replies) = channel().unwrap();
+    requests
+        .send(Request::Open {
+            path: "/proc/self/exe".into(),
+            reply,
+        })
+        .unwrap();
+    let Reply { file, size } = replies.recv().unwrap();
+    assert!(size > 0);
+    assert_eq!(file.metadata().unwrap().len(), size);
+
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    requests
+        .send(Request::Upload(file_with("upload"), Some(theirs)))
+        .unwrap();
+    assert_eq!(read_all(&ours), "got it");
+    requests
+        .send(Request::Tagged(OwnedFd::from(file_with("tagged")), 9))
+        .unwrap();
+    requests.send(Request::Shutdown).unwrap();
+    child.join();
+    drop((requests, replies, file, ours));
+    assert_eq!(fd_count(), before);
+}
+
+#[derive(IpcMessage, Debug, PartialEq)]
+struct Envelope<T> {
+    id: u64,
+    body: T,
+}
+
+#[derive(IpcMessage)]
+struct WithFiles<T, const N: usize> {
+    label: T,
+    files: [Option<File>; N],
+    rest: Vec<(T, File)>,
+}
+
+#[derive(IpcMessage)]
+struct Unit;
+
+#[derive(IpcMessage)]
+struct Tuple(u8, File);
+
+#[derive(IpcMessage)]
+struct Outer {
+    inner: Envelope<Tuple>,
+    units: Vec<Unit>,
+    #[serde(rename = "renamed")]
+    #[ipc(serde)]
+    file: NotAFile,
+}
+
+/// A type of the user's that only shares a name with a descriptor type.
+#[derive(::serde::Serialize, ::serde::Deserialize, Debug, PartialEq)]
+#[serde(crate = "::serde")]
+struct NotAFile {
+    name: String,
+}
+
+#[test]
+fn generic_nested_and_attributed_messages_cross_processes() {
+    let _serial = serial();
+    let (envelopes, envelopes_rx) = channel::<Envelope<Vec<String>>>().unwrap();
+    let (with_files, with_files_rx) = channel::<WithFiles<String, 3>>().unwrap();
+    let (outers, outers_rx) = channel::<Outer>().unwrap();
+    let child = fork_child(|| {
+        let e = envelopes_rx.recv().unwrap();
+        assert_eq!(
+            e,
+            Envelope {
+                id: 1,
+                body: vec!["a".to_string()]
+            }
+        );
+        let w = with_files_rx.recv().unwrap();
+        assert_eq!(w.label, "files");
+        assert!(w.files[0].is_some() && w.files[1].is_none() && w.files[2].is_some());
+        assert_eq!(read_all(w.files[2].as_ref().unwrap()), "third");
+        assert_eq!(w.rest.len(), 1);
+        assert_eq!(w.rest[0].0, "rest");
+        assert_eq!(read_all(&w.rest[0].1), "rest file");
+        let o = outers_rx.recv().unwrap();
+        assert_eq!(o.inner.id, 7);
+        assert_eq!(o.inner.body.0, 8);
+        assert_eq!(read_all(&o.inner.body.1), "inner");
+        assert_eq!(o.units.len(), 2);
+        assert_eq!(o.file, NotAFile { name: "x".into() });
+    });
+    envelopes
+        .send(Envelope {
+            id: 1,
+            body: vec!["a".to_string()],
+        })
+        .unwrap();
+    with_files
+        .send(WithFiles {
+            label: "files".to_string(),
+            files: [Some(file_with("first")), None, Some(file_with("third"))],
+            rest: vec![("rest".to_string(), file_with("rest file"))],
+        })
+        .unwrap();
+    outers
+        .send(Outer {
+            inner: Envelope {
+                id: 7,
+                body: Tuple(8, file_with("inner")),
+            },
+            units: vec![Unit, Unit],
+            file: NotAFile { name: "x".into() },
+        })
+        .unwrap();
+    child.join();
+}
+
+#[test]
+fn a_failed_send_of_a_derived_message_keeps_its_descriptors_open() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Request>().unwrap();
+    drop(rx);
+    let before = fd_count();
+    let file = file_with("kept");
+    let raw = file.as_raw_fd();
+    let (_ours, theirs) = UnixStream::pair().unwrap();
+    let stream_raw = theirs.as_raw_fd();
+    let err = tx.send(Request::Upload(file, Some(theirs))).unwrap_err();
+    assert!(matches!(err.error(), Error::Disconnected));
+    let Request::Upload(file, stream) = err.into_inner() else {
+        panic!("the same message comes back")
+    };
+    assert_eq!(file.as_raw_fd(), raw);
+    assert_eq!(stream.as_ref().map(AsRawFd::as_raw_fd), Some(stream_raw));
+    assert!(is_open(raw) && is_open(stream_raw));
+    assert_eq!(read_all(file), "kept");
+    drop(stream);
+    assert_eq!(
+        fd_count(),
+        before + 1,
+        "only `_ours` is left of what this test opened"
+    );
+}
+
+#[test]
+fn a_memfd_field_refuses_a_descriptor_that_is_not_a_memfd() {
+    let _serial = serial();
+
+    #[derive(IpcMessage)]
+    struct Fake {
+        raw: OwnedFd,
+    }
+    #[derive(IpcMessage)]
+    struct Real {
+        memfd: memfd::Memfd,
+    }
+    let (tx, rx) = Connection::<Fake, ()>::pair().unwrap();
+    let rx = Connection::<(), Real>::from(OwnedFd::from(rx));
+    let before = fd_count();
+    tx.send(Fake {
+        raw: support::dev_nulls(1).remove(0),
+    })
+    .unwrap();
+    match rx.recv() {
+        Err(Error::Descriptor(why)) => assert!(why.contains("not a memfd"), "{why}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(fd_count(), before);
+}
