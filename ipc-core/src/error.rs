@@ -87,6 +87,11 @@ pub enum Error {
     #[error("bad descriptor in message: {0}")]
     Descriptor(String),
 
+    /// A shared memory region cannot be seen as a slice of the type asked
+    /// for: its length is not a whole number of them.
+    #[error("{0}")]
+    Layout(String),
+
     /// The two ends were built for different message types.
     #[error("message types differ: this side speaks `{ours}`, the peer speaks `{theirs}`; build both from the same type definitions")]
     TypeMismatch {

@@ -51,6 +51,8 @@
 //!   [`Connection::pair`] a two-way one. All three are descriptors and travel
 //!   inside messages.
 //! - [`Fd<T>`] carries any descriptor type anywhere serde reaches.
+//! - [`SharedMemory`] is a memfd region both sides map read-write;
+//!   [`SealedMemory`] one that nobody can change, checked on receipt.
 //! - [`Limits`] bound what a receiver accepts from a peer it does not trust.
 //! - [`Error`] says what went wrong and what to do; a failed send hands the
 //!   message back in a [`SendError`].
@@ -71,6 +73,7 @@
 
 #[doc(hidden)]
 pub mod __private;
+mod atomic;
 mod body;
 mod carry;
 mod channel;
@@ -80,17 +83,20 @@ mod fd;
 mod limits;
 mod message;
 mod sealing;
+mod shm;
 mod sidecar;
 mod sys;
 mod transport;
 mod wire;
 
+pub use atomic::SharedAtomic;
 pub use channel::{channel, Iter, Receiver, Sender};
 pub use connection::Connection;
 pub use error::{Error, Result, SendError};
 pub use fd::Fd;
 pub use limits::Limits;
 pub use message::IpcMessage;
+pub use shm::{SealedMemory, SharedMemory};
 
 /// Writes the serde glue that lets a struct or enum holding descriptors
 /// travel as a message; see the [`IpcMessage`](trait@IpcMessage) trait.

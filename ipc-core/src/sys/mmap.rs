@@ -5,6 +5,7 @@
 //! they map: mapping past the end of a file that a peer can shrink is how a
 //! reader dies of SIGBUS.
 
+use std::mem::{align_of, size_of};
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
@@ -12,6 +13,8 @@ use std::slice;
 
 use nix::errno::Errno;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+
+use crate::atomic::SharedAtomic;
 
 /// One `MAP_SHARED` mapping of `len` bytes, or no mapping at all for `len == 0`.
 #[derive(Debug)]
@@ -85,6 +88,27 @@ impl WriteMap {
     /// Maps the first `len` bytes of `fd` read-write.
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self, Errno> {
         Region::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).map(WriteMap)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+
+    /// The mapping as a slice of atomics, or `None` when its length is not a
+    /// whole number of `A` (mappings are page aligned, but that is checked too).
+    pub(crate) fn atomics<A: SharedAtomic>(&self) -> Option<&[A]> {
+        let Region { ptr, len } = &self.0;
+        let size = size_of::<A>();
+        if ptr.as_ptr().align_offset(align_of::<A>()) != 0 || len % size != 0 {
+            return None;
+        }
+        // SAFETY: the range is mapped readable and writable for `len` bytes
+        // while `self` lives, and the slice borrows `self`; the pointer is
+        // aligned for A and the length a whole number of A (checked above);
+        // A is an integer atomic, valid for every bit pattern. Atomics are
+        // made to be mutated through shared references, which is what other
+        // handles and processes do to these bytes.
+        Some(unsafe { slice::from_raw_parts(ptr.as_ptr().cast::<A>(), len / size) })
     }
 
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
