@@ -396,3 +396,61 @@ fn a_memfd_field_refuses_a_descriptor_that_is_not_a_memfd() {
     }
     assert_eq!(fd_count(), before);
 }
+
+mod v1 {
+    #[derive(ipc_core::IpcMessage)]
+    pub struct Job {
+        pub id: u64,
+        pub input: std::fs::File,
+    }
+}
+
+mod same_as_v1 {
+    #[derive(ipc_core::IpcMessage)]
+    pub struct Job {
+        pub id: u64,
+        pub input: std::fs::File,
+    }
+}
+
+mod v2 {
+    #[derive(ipc_core::IpcMessage)]
+    pub struct Job {
+        pub id: u64,
+        pub input: Option<std::fs::File>,
+    }
+}
+
+/// Connects a listener speaking `A` to a client speaking `B` and returns
+/// what each side said.
+fn handshake<A: IpcMessage, B: IpcMessage>() -> (ipc_core::Result<()>, ipc_core::Result<()>) {
+    let name = format!(
+        "@ipc-core-fingerprint-{}-{}",
+        std::process::id(),
+        std::any::type_name::<B>()
+    );
+    let listener = ipc_core::Listener::<(), A>::bind(&name).unwrap();
+    let client = std::thread::spawn(move || Connection::<B, ()>::connect(&name).map(drop));
+    let server = listener.accept().map(drop);
+    (server, client.join().unwrap())
+}
+
+#[test]
+fn a_changed_field_changes_the_handshake_and_an_equal_type_passes_it() {
+    let _serial = serial();
+    let (server, client) = handshake::<v1::Job, same_as_v1::Job>();
+    assert!(server.is_ok() && client.is_ok(), "{server:?} {client:?}");
+    let (server, client) = handshake::<v1::Job, v2::Job>();
+    for side in [server, client] {
+        match side {
+            Err(Error::TypeMismatch { ours, theirs }) => {
+                assert_ne!(ours, theirs);
+                assert!(
+                    ours.contains("input:") && theirs.contains("input:"),
+                    "{ours} / {theirs}"
+                );
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+    }
+}

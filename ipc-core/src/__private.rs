@@ -4,4 +4,5 @@
 pub use crate::carry::{
     deserialize, deserialize_descriptor, serialize, serialize_descriptor, shape, Carry, Descriptor,
 };
+pub use crate::fingerprint::{probing, record};
 pub use serde;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Result, SendError};
 use crate::fd::{deserialize_socket, serialize_fd};
+use crate::handshake::Pending;
 use crate::limits::Limits;
 use crate::transport::{Socket, Wait};
 
@@ -187,6 +188,8 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 pub struct Receiver<T> {
     socket: Arc<Socket>,
     limits: Limits,
+    /// The peer's greeting, still to be read before the first message.
+    greeting: Option<Arc<Pending>>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -195,8 +198,24 @@ impl<T> Receiver<T> {
         Receiver {
             socket,
             limits: Limits::default(),
+            greeting: None,
             _message: PhantomData,
         }
+    }
+
+    /// Makes the first receive read and check the peer's greeting.
+    pub(crate) fn expect_greeting(&mut self, pending: Pending) {
+        self.greeting = Some(Arc::new(pending));
+    }
+
+    fn receive(&self, wait: Wait) -> Result<T>
+    where
+        T: DeserializeOwned,
+    {
+        if let Some(greeting) = &self.greeting {
+            greeting.settle(&self.socket, wait)?;
+        }
+        self.socket.recv(&self.limits, wait)
     }
 
     /// The limits this receiver applies to each message.
@@ -251,7 +270,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn recv(&self) -> Result<T> {
-        self.socket.recv(&self.limits, Wait::Forever)
+        self.receive(Wait::Forever)
     }
 
     /// Takes the next message if one is waiting.
@@ -273,7 +292,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn try_recv(&self) -> Result<T> {
-        self.socket.recv(&self.limits, Wait::Never)
+        self.receive(Wait::Never)
     }
 
     /// Waits at most `timeout` for the next message.
@@ -296,7 +315,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        self.socket.recv(&self.limits, Wait::timeout(timeout))
+        self.receive(Wait::timeout(timeout))
     }
 
     /// An iterator that waits for each message and ends when the channel is
@@ -375,11 +394,13 @@ impl<T> TryFrom<Receiver<T>> for OwnedFd {
     /// comes back.
     fn try_from(receiver: Receiver<T>) -> Result<OwnedFd, Receiver<T>> {
         let limits = receiver.limits;
+        let greeting = receiver.greeting;
         Arc::try_unwrap(receiver.socket)
             .map(Socket::into_fd)
             .map_err(|socket| {
                 let mut receiver = Receiver::from_socket(socket);
                 receiver.limits = limits;
+                receiver.greeting = greeting;
                 receiver
             })
     }

@@ -59,12 +59,39 @@ impl<Out, In> Connection<Out, In> {
         Ok((Connection::from_socket(a), Connection::from_socket(b)))
     }
 
-    fn from_socket(socket: Socket) -> Self {
+    pub(crate) fn from_socket(socket: Socket) -> Self {
         let socket = Arc::new(socket);
         Connection {
             sender: Sender::from_socket(socket.clone()),
             receiver: Receiver::from_socket(socket),
         }
+    }
+
+    /// Who is at the other end: pid, uid and gid as the kernel recorded
+    /// them when the connection was made, and a pidfd where the kernel
+    /// offers one. See [`PeerCredentials`](crate::PeerCredentials).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) when the kernel refuses the query.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _b) = ipc_core::Connection::<(), ()>::pair()?;
+    /// let peer = a.peer_credentials()?;
+    /// if peer.uid() != nix::unistd::geteuid().as_raw() {
+    ///     return Err("refusing a peer of another user".into());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peer_credentials(&self) -> Result<crate::PeerCredentials> {
+        crate::PeerCredentials::of(self.as_fd())
+    }
+
+    /// Makes the first receive read and check the peer's greeting.
+    pub(crate) fn expect_greeting(&mut self, pending: crate::handshake::Pending) {
+        self.receiver.expect_greeting(pending);
     }
 
     /// The limits applied to each received message.

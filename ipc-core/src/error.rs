@@ -92,6 +92,11 @@ pub enum Error {
     #[error("{0}")]
     Layout(String),
 
+    /// This process was not started by `process::spawn`, so it has no
+    /// connection to a parent.
+    #[error("no connection to a parent: {0}; start this program with ipc_core::process::spawn, or connect to a Listener instead")]
+    NotSpawned(String),
+
     /// The two ends were built for different message types.
     #[error("message types differ: this side speaks `{ours}`, the peer speaks `{theirs}`; build both from the same type definitions")]
     TypeMismatch {

@@ -374,11 +374,16 @@ fn decode_body<T: DeserializeOwned>(
     })
 }
 
+/// `timeout` in poll's milliseconds, rounded up so that a wait never ends a
+/// little before its deadline.
+pub(crate) fn poll_timeout(timeout: Duration) -> PollTimeout {
+    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+}
+
 /// Waits up to `timeout` for `socket` to be readable (or hung up).
 fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
-    // Round up, so a wait never ends a little before its deadline.
-    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    let timeout = poll_timeout(timeout);
     let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
     match poll(&mut fds, timeout) {
         Ok(n) => Ok(n > 0),

@@ -43,6 +43,7 @@ fn expand(input: &Input<'_>) -> TokenStream {
     let de_generics = with_de_lifetime(&original.generics);
     let (de_impl_generics, _, _) = de_generics.split_for_impl();
     let serde = quote!(::ipc_core::__private::serde);
+    let structure = LitStr::new(&crate::structure::of(input), Span::call_site());
 
     quote! {
         #[doc(hidden)]
@@ -70,6 +71,9 @@ fn expand(input: &Input<'_>) -> TokenStream {
                 where
                     __D: #serde::Deserializer<'de>,
                 {
+                    if ::ipc_core::__private::probing() {
+                        ::ipc_core::__private::record(#structure);
+                    }
                     #shadow_name #turbofish::deserialize(__deserializer)
                 }
             }

@@ -6,13 +6,15 @@
 //! functions of `ipc_core::__private`. It reads the input (`ast`, `attr`,
 //! `shape`), checks it (`valid`), and writes code (`expand`), or, when the
 //! input is wrong, the errors and a stub (`fallback`), so that one mistake
-//! reads as one error.
+//! reads as one error. `structure` describes the type for the handshake
+//! that checks both ends of a connection speak the same types.
 
 mod ast;
 mod attr;
 mod expand;
 mod fallback;
 mod shape;
+mod structure;
 mod valid;
 
 use proc_macro::TokenStream;

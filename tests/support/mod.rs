@@ -168,3 +168,45 @@ pub fn temp_file() -> std::fs::File {
     std::fs::remove_file(&path).unwrap();
     file
 }
+
+/// The environment variable that tells a re-run test binary which child
+/// role to play.
+pub const ROLE: &str = "IPC_CORE_TEST_ROLE";
+
+/// A command that re-runs this test binary as the child `role`.
+pub fn child_command(role: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(ROLE, role);
+    command
+}
+
+/// A test runner for binaries with `harness = false`, whose children are
+/// the binary itself: runs each test in turn, prints one line per test and
+/// the closing `N passed, N failed` line, and exits non-zero on failure.
+/// Arguments that do not start with `-` filter tests by name.
+pub fn run_tests(tests: &[(&str, fn())]) -> ! {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let outcome = std::panic::catch_unwind(test);
+        match outcome {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    println!();
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 })
+}

@@ -7,4 +7,5 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod mmap;
+pub(crate) mod process;
 pub(crate) mod socket;

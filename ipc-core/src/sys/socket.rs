@@ -244,3 +244,25 @@ pub(crate) fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
     int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
         && int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_SEQPACKET)
 }
+
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the peer process.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd of the process at the other end of `socket`, or `None` where the
+/// kernel does not offer `SO_PEERPIDFD`.
+pub(crate) fn peer_pidfd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+    match int_option(socket, libc::SOL_SOCKET, SO_PEERPIDFD) {
+        // SAFETY: SO_PEERPIDFD installs a new close-on-exec pidfd in our
+        // table and returns its number; nothing else owns it.
+        Ok(fd) if fd >= 0 => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Ok(_) | Err(Errno::ENOPROTOOPT) | Err(Errno::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Owns a descriptor `accept4` just returned.
+pub(crate) fn own_accepted(fd: RawFd) -> OwnedFd {
+    // SAFETY: accept4 installed `fd` in our table for this call and returned
+    // it to us alone.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

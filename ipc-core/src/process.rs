@@ -1,0 +1,103 @@
+//! Starting a child process with a connection to it.
+
+use std::process::{Child, Command};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::handshake::{self, Pending, Types};
+use crate::message::IpcMessage;
+use crate::sys;
+use crate::transport::{Socket, Wait};
+
+/// The environment variable that names the descriptor number at which a
+/// spawned child finds its connection to the parent.
+pub const CHANNEL_FD_ENV: &str = "IPC_CORE_CHANNEL_FD";
+
+/// The descriptor number the child finds its connection at.
+const CHILD_FD: i32 = 3;
+
+/// Starts `command` with a connection to it: this end sends `Out` and
+/// receives `In`.
+///
+/// The child inherits exactly one socket, at descriptor 3, named in the
+/// environment variable [`CHANNEL_FD_ENV`]; it picks it up with
+/// [`parent`]. Both ends greet each other with a description of their
+/// message types: the child checks at once, this end on its first receive,
+/// and a mismatch is [`Error::TypeMismatch`] on both. The child's death
+/// (exit, crash, `SIGKILL`) reads as [`Error::Disconnected`] here.
+///
+/// Spawning configures `command` (an environment variable and a hook that
+/// places the socket): use a fresh `Command` for each child.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the socket cannot be made or the program not started.
+///
+/// # Examples
+///
+/// ```no_run
+/// use ipc_core::process;
+/// use std::process::Command;
+///
+/// // The child program calls process::parent::<String, u64>().
+/// let (mut child, worker) = process::spawn::<u64, String>(&mut Command::new("./worker"))?;
+/// worker.send(42)?;
+/// println!("worker says {}", worker.recv()?);
+/// child.wait().map_err(|source| ipc_core::Error::Io { op: "wait", source })?;
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub fn spawn<Out: IpcMessage, In: IpcMessage>(
+    command: &mut Command,
+) -> Result<(Child, Connection<Out, In>)> {
+    let (ours, theirs) = Socket::pair()?;
+    let types = Types::of::<Out, In>();
+    // Queued for the child to read when it starts; never blocks.
+    handshake::greet(&ours, &types)?;
+    sys::process::inherit_at(command, std::os::fd::AsFd::as_fd(&theirs), CHILD_FD);
+    command.env(CHANNEL_FD_ENV, CHILD_FD.to_string());
+    let child = command.spawn().map_err(|source| Error::Io {
+        op: "spawn",
+        source,
+    })?;
+    drop(theirs);
+    let mut connection = Connection::from_socket(ours);
+    connection.expect_greeting(Pending::new(types));
+    Ok((child, connection))
+}
+
+/// In a child started by [`spawn`]: the connection to the parent, typed
+/// from this side (this end sends `Out`, the parent's `In`).
+///
+/// Checks the parent's greeting before it returns. The parent's death reads
+/// as [`Error::Disconnected`] on this connection.
+///
+/// # Errors
+///
+/// [`Error::NotSpawned`] when this process was not started by [`spawn`]
+/// (or the connection was taken up already); [`Error::TypeMismatch`] when
+/// the parent was built for other message types.
+///
+/// # Examples
+///
+/// ```
+/// match ipc_core::process::parent::<u64, String>() {
+///     Ok(parent) => { /* serve the parent */ }
+///     Err(ipc_core::Error::NotSpawned(why)) => eprintln!("run me through spawn(): {why}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
+pub fn parent<Out: IpcMessage, In: IpcMessage>() -> Result<Connection<Out, In>> {
+    let value = std::env::var(CHANNEL_FD_ENV)
+        .map_err(|_| Error::NotSpawned(format!("{CHANNEL_FD_ENV} is not set")))?;
+    let number: i32 = value.parse().map_err(|_| {
+        Error::NotSpawned(format!(
+            "{CHANNEL_FD_ENV}={value:?} is not a descriptor number"
+        ))
+    })?;
+    let fd = sys::process::take_inherited(number).map_err(Error::NotSpawned)?;
+    let socket = Socket::new(fd);
+    let types = Types::of::<Out, In>();
+    handshake::greet(&socket, &types)?;
+    handshake::expect(&socket, &types, Wait::Forever)?;
+    Ok(Connection::from_socket(socket))
+}

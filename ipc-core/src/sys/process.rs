@@ -1,0 +1,72 @@
+//! Handing a socket to a child at a known descriptor number, and taking it
+//! up in the child.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::libc;
+
+/// Makes the child started by `command` find `fd` at number `target`,
+/// inheritable across its `exec`. `fd` must stay open until the child is
+/// spawned; it is close-on-exec itself, so only `target` reaches the program.
+pub(crate) fn inherit_at(command: &mut Command, fd: BorrowedFd<'_>, target: RawFd) {
+    let fd = fd.as_raw_fd();
+    let hook = move || {
+        // dup2 onto itself would keep close-on-exec: clear it instead.
+        // SAFETY: between fork and exec only async-signal-safe calls are
+        // allowed; dup2 and fcntl are. `fd` is open in the child (the parent
+        // keeps it open until spawn returns), and `target` is ours to replace.
+        let rc = unsafe {
+            if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            }
+        };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the hook only makes async-signal-safe calls (see above) and
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the socket a spawning parent left at `fd`, once per
+/// process. It must be open and an `AF_UNIX` `SOCK_SEQPACKET` socket; it is
+/// made close-on-exec so that this process's own children do not inherit it.
+pub(crate) fn take_inherited(fd: RawFd) -> Result<OwnedFd, String> {
+    if fd < 0 {
+        return Err(format!("descriptor {fd} is not a descriptor number"));
+    }
+    // SAFETY: fcntl(F_GETFD) on any number is harmless: it fails with EBADF
+    // when nothing is open there.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("descriptor {fd} is not open"));
+    }
+    // SAFETY: `fd` is open (checked above); the borrow lasts for this check.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if !super::socket::is_unix_seqpacket(borrowed) {
+        return Err(format!(
+            "descriptor {fd} is not an AF_UNIX SOCK_SEQPACKET socket"
+        ));
+    }
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err("the parent's channel was already taken up in this process".into());
+    }
+    // SAFETY: `fd` is open and is the socket the spawning parent placed
+    // there for this process (checked above); TAKEN makes this the only
+    // owner that will ever be made of it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `owned` is open; setting FD_CLOEXEC touches nothing else.
+    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(owned)
+}

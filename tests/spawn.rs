@@ -1,0 +1,338 @@
+//! Multi-process programs with real spawned processes: this binary re-runs
+//! itself as each child (`IPC_CORE_TEST_ROLE` names the role), so it runs
+//! without the libtest harness and prints its own `N passed, N failed`.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use ipc_core::{channel, process, Connection, Error, Listener, Select, Sender};
+use support::{child_command, fd_count, run_tests, ROLE};
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        std::process::exit(play(&role));
+    }
+    run_tests(&[
+        ("echo_across_spawn", echo_across_spawn),
+        (
+            "only_the_channel_reaches_the_child",
+            only_the_channel_reaches_the_child,
+        ),
+        (
+            "a_child_killed_mid_conversation_reads_as_disconnected",
+            a_child_killed_mid_conversation_reads_as_disconnected,
+        ),
+        (
+            "the_parents_death_reads_as_disconnected_in_the_child",
+            the_parents_death_reads_as_disconnected_in_the_child,
+        ),
+        (
+            "a_type_mismatch_is_an_error_on_both_sides_of_spawn",
+            a_type_mismatch_is_an_error_on_both_sides_of_spawn,
+        ),
+        (
+            "a_child_started_without_spawn_gets_a_clear_error",
+            a_child_started_without_spawn_gets_a_clear_error,
+        ),
+        (
+            "unrelated_processes_connect_with_the_right_credentials",
+            unrelated_processes_connect_with_the_right_credentials,
+        ),
+        (
+            "a_type_mismatch_is_an_error_on_both_sides_of_connect",
+            a_type_mismatch_is_an_error_on_both_sides_of_connect,
+        ),
+        (
+            "a_stale_socket_path_is_replaced_and_a_live_one_is_not",
+            a_stale_socket_path_is_replaced_and_a_live_one_is_not,
+        ),
+        (
+            "select_wakes_for_the_one_ready_receiver_of_many",
+            select_wakes_for_the_one_ready_receiver_of_many,
+        ),
+    ]);
+}
+
+/// What a child does, by role; the return value is its exit status.
+fn play(role: &str) -> i32 {
+    match role {
+        "echo" => {
+            let parent = process::parent::<String, String>().unwrap();
+            while let Ok(text) = parent.recv() {
+                parent.send(text).unwrap();
+            }
+            0
+        }
+        "count_fds" => {
+            let parent = process::parent::<Vec<i32>, ()>().unwrap();
+            let mut fds = open_fds();
+            // Leave out the directory being listed.
+            fds.retain(|fd| {
+                std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .map(|target| !target.starts_with("/proc"))
+                    .unwrap_or(false)
+            });
+            parent.send(fds).unwrap();
+            0
+        }
+        "mismatch" => match process::parent::<u64, u64>() {
+            Err(Error::TypeMismatch { ours, theirs }) => {
+                assert!(ours.contains("u64"), "{ours}");
+                assert!(theirs.contains("String"), "{theirs}");
+                42
+            }
+            _ => 1,
+        },
+        "no_parent" => match process::parent::<u64, u64>() {
+            Err(Error::NotSpawned(why)) if why.contains("IPC_CORE_CHANNEL_FD") => 0,
+            _ => 1,
+        },
+        "middle" => {
+            // Start a grandchild, greet it, and die without a word.
+            let (_grandchild, conn) =
+                process::spawn::<String, ()>(&mut child_command("grandchild")).unwrap();
+            conn.send("hello".into()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            0
+        }
+        "grandchild" => {
+            let parent = process::parent::<(), String>().unwrap();
+            assert_eq!(parent.recv().unwrap(), "hello");
+            let verdict = match parent.recv_timeout(Duration::from_secs(20)) {
+                Err(Error::Disconnected) => "disconnected",
+                Err(Error::Timeout) => "hung",
+                _ => "other",
+            };
+            let report = std::env::var("REPORT_TO").unwrap();
+            let reporter = Connection::<String, ()>::connect(report).unwrap();
+            reporter.send(verdict.into()).unwrap();
+            0
+        }
+        "client" => {
+            let addr = std::env::var("CONNECT_TO").unwrap();
+            let server = Connection::<u32, String>::connect(addr).unwrap();
+            server.send(std::process::id()).unwrap();
+            assert_eq!(server.recv().unwrap(), "welcome");
+            let peer = server.peer_credentials().unwrap();
+            assert_eq!(peer.pid() as u32, std::os::unix::process::parent_id());
+            0
+        }
+        "wrong_client" => {
+            let addr = std::env::var("CONNECT_TO").unwrap();
+            match Connection::<String, u32>::connect(addr) {
+                Err(Error::TypeMismatch { .. }) => 42,
+                _ => 1,
+            }
+        }
+        "send_on_the_sender_received" => {
+            let parent = process::parent::<(), Sender<u64>>().unwrap();
+            let sender = parent.recv().unwrap();
+            sender.send(99).unwrap();
+            0
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn open_fds() -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    fds.sort();
+    fds
+}
+
+fn exit_code(child: &mut std::process::Child) -> Option<i32> {
+    child.wait().unwrap().code()
+}
+
+fn echo_across_spawn() {
+    let before = fd_count();
+    let (mut child, worker) = process::spawn::<String, String>(&mut child_command("echo")).unwrap();
+    for i in 0..200 {
+        let text = format!("message {i}");
+        worker.send(text.clone()).unwrap();
+        assert_eq!(worker.recv().unwrap(), text);
+    }
+    drop(worker);
+    assert_eq!(exit_code(&mut child), Some(0));
+    assert_eq!(fd_count(), before);
+}
+
+fn only_the_channel_reaches_the_child() {
+    // Descriptors this test process inherited without close-on-exec (a
+    // build tool's jobserver, say) reach any child; besides those, the child
+    // gets 0, 1, 2 and its channel at 3, and none of the sockets, memfds or
+    // files this process has open.
+    let _open_here = (
+        channel::<u8>().unwrap(),
+        ipc_core::SharedMemory::new(10).unwrap(),
+    );
+    let mut expected: Vec<i32> = open_fds()
+        .into_iter()
+        .filter(|&fd| fd > 2 && support::is_open(fd) && !support::is_cloexec(unsafe_borrow(fd)))
+        .collect();
+    expected.extend([0, 1, 2, 3]);
+    expected.sort();
+    expected.dedup();
+    let (mut child, conn) =
+        process::spawn::<(), Vec<i32>>(&mut child_command("count_fds")).unwrap();
+    let fds = conn.recv().unwrap();
+    assert_eq!(exit_code(&mut child), Some(0));
+    assert_eq!(fds, expected);
+}
+
+fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: `fd` is open (checked just before) and this test closes
+    // nothing meanwhile; the borrow is used for one fcntl.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+fn a_child_killed_mid_conversation_reads_as_disconnected() {
+    let before = fd_count();
+    let (mut child, worker) = process::spawn::<String, String>(&mut child_command("echo")).unwrap();
+    worker.send("one".into()).unwrap();
+    assert_eq!(worker.recv().unwrap(), "one");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(matches!(worker.recv(), Err(Error::Disconnected)));
+    let err = worker.send("two".into()).unwrap_err();
+    assert!(matches!(err.error(), Error::Disconnected), "{err:?}");
+    assert_eq!(err.into_inner(), "two");
+    drop(worker);
+    assert_eq!(fd_count(), before);
+}
+
+fn the_parents_death_reads_as_disconnected_in_the_child() {
+    let name = format!("@ipc-core-test-report-{}", std::process::id());
+    let reports = Listener::<(), String>::bind(&name).unwrap();
+    let mut middle = child_command("middle");
+    middle.env("REPORT_TO", &name);
+    let (mut middle, _conn) = process::spawn::<(), ()>(&mut middle).unwrap();
+    assert_eq!(exit_code(&mut middle), Some(0));
+    let grandchild = reports.accept().unwrap();
+    assert_eq!(grandchild.recv().unwrap(), "disconnected");
+}
+
+fn a_type_mismatch_is_an_error_on_both_sides_of_spawn() {
+    let (mut child, conn) =
+        process::spawn::<String, String>(&mut child_command("mismatch")).unwrap();
+    match conn.recv() {
+        Err(Error::TypeMismatch { ours, theirs }) => {
+            assert!(ours.contains("String"), "{ours}");
+            assert!(theirs.contains("u64"), "{theirs}");
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    // Every later receive says so again; nothing is read as the wrong type.
+    assert!(matches!(conn.try_recv(), Err(Error::TypeMismatch { .. })));
+    assert_eq!(exit_code(&mut child), Some(42));
+}
+
+fn a_child_started_without_spawn_gets_a_clear_error() {
+    let status = child_command("no_parent")
+        .env_remove(process::CHANNEL_FD_ENV)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn unrelated_processes_connect_with_the_right_credentials() {
+    let path = std::env::temp_dir().join(format!("ipc-core-test-{}.sock", std::process::id()));
+    let listener = Listener::<String, u32>::bind(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o170000, 0o140000, "a socket file");
+    let mut client = child_command("client")
+        .env("CONNECT_TO", &path)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let conn = listener.accept().unwrap();
+    let pid = conn.recv().unwrap();
+    let peer = conn.peer_credentials().unwrap();
+    assert_eq!(peer.pid() as u32, pid);
+    assert_eq!(peer.pid() as u32, client.id());
+    assert_eq!(peer.uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(peer.gid(), nix::unistd::getegid().as_raw());
+    if let Some(pidfd) = peer.pidfd() {
+        // The pidfd names the client: it becomes readable when it exits.
+        let _ = pidfd;
+    }
+    conn.send("welcome".into()).unwrap();
+    assert_eq!(exit_code(&mut client), Some(0));
+    drop(listener);
+    assert!(!path.exists(), "the listener removes its socket file");
+}
+
+fn a_type_mismatch_is_an_error_on_both_sides_of_connect() {
+    let name = format!("@ipc-core-test-mismatch-{}", std::process::id());
+    let listener = Listener::<String, u32>::bind(&name).unwrap();
+    let mut client = child_command("wrong_client")
+        .env("CONNECT_TO", &name)
+        .spawn()
+        .unwrap();
+    match listener.accept() {
+        Err(Error::TypeMismatch { ours, theirs }) => {
+            // Both ends claim to send strings: neither can read the other.
+            assert_eq!(ours, "sends alloc::string::String, receives u32");
+            assert_eq!(theirs, "sends alloc::string::String, receives u32");
+        }
+        other => panic!("expected a mismatch, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(exit_code(&mut client), Some(42));
+}
+
+fn a_stale_socket_path_is_replaced_and_a_live_one_is_not() {
+    let dir = std::env::temp_dir().join(format!("ipc-core-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("daemon.sock");
+    // A socket file left by a process that is gone.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let listener = Listener::<(), ()>::bind(&path).unwrap();
+    // A live listener is not replaced.
+    let err = Listener::<(), ()>::bind(&path).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { op: "bind", source } if source.raw_os_error() == Some(nix::libc::EADDRINUSE)),
+        "{err:?}"
+    );
+    drop(listener);
+    // Nor is a file that is not a socket.
+    std::fs::write(&path, "precious").unwrap();
+    assert!(Listener::<(), ()>::bind(&path).is_err());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn select_wakes_for_the_one_ready_receiver_of_many() {
+    let mut select = Select::new().unwrap();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for token in 0..100 {
+        let (tx, rx) = channel::<u64>().unwrap();
+        select.register(&rx, token).unwrap();
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    // A process of its own sends on receiver 57's sender.
+    let (mut child, conn) =
+        process::spawn::<Sender<u64>, ()>(&mut child_command("send_on_the_sender_received"))
+            .unwrap();
+    conn.send(senders[57].clone()).unwrap();
+    let ready = select.wait(Some(Duration::from_secs(20))).unwrap().to_vec();
+    assert_eq!(ready, [57]);
+    assert_eq!(receivers[57].try_recv().unwrap(), 99);
+    assert_eq!(exit_code(&mut child), Some(0));
+    assert!(matches!(
+        select.wait(Some(Duration::from_millis(20))),
+        Err(Error::Timeout)
+    ));
+    // A receiver whose senders are all gone is ready too: it says Disconnected.
+    drop(senders.remove(3));
+    assert_eq!(select.wait(Some(Duration::from_secs(5))).unwrap(), [3]);
+    assert!(matches!(receivers[3].try_recv(), Err(Error::Disconnected)));
+}
