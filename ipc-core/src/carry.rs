@@ -80,6 +80,7 @@ pub fn deserialize<'de, Sh, T: Carry<Sh>, De: Deserializer<'de>>(
     note = "remove `#[ipc(fd)]` for a type with serde impls, or implement `AsFd` and `From<OwnedFd>` for it"
 )]
 pub trait Descriptor: AsFd + From<OwnedFd> {}
+#[diagnostic::do_not_recommend]
 impl<T: AsFd + From<OwnedFd>> Descriptor for T {}
 
 /// The function `#[serde(serialize_with)]` names for an `#[ipc(fd)]` field.
