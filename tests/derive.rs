@@ -454,3 +454,53 @@ fn a_changed_field_changes_the_handshake_and_an_equal_type_passes_it() {
         }
     }
 }
+
+#[derive(IpcMessage, Debug, PartialEq)]
+struct Blob {
+    name: String,
+    data: Vec<u8>,
+    parts: Option<Vec<Vec<u8>>>,
+}
+
+#[test]
+fn byte_vectors_travel_as_bytes_and_read_the_same_as_plain_serde() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Blob>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        // Small, and large enough to travel out of line.
+        for len in [3usize, 200_000] {
+            tx.send(Blob {
+                name: format!("blob {len}"),
+                data: (0..len).map(|i| i as u8).collect(),
+                parts: Some(vec![vec![1, 2], vec![]]),
+            })
+            .unwrap();
+        }
+    });
+    for len in [3usize, 200_000] {
+        let blob = rx.recv().unwrap();
+        assert_eq!(blob.name, format!("blob {len}"));
+        assert_eq!(blob.data, (0..len).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(blob.parts, Some(vec![vec![1, 2], vec![]]));
+    }
+    child.join();
+
+    // The wire is postcard's either way: a plain serde tuple of the same
+    // shape reads a derived Blob, and the other way round.
+    let (tx, rx) = Connection::<Blob, Blob>::pair().unwrap();
+    let rx = Connection::<
+        (String, Vec<u8>, Option<Vec<Vec<u8>>>),
+        (String, Vec<u8>, Option<Vec<Vec<u8>>>),
+    >::from(OwnedFd::from(rx));
+    let blob = || Blob {
+        name: "n".into(),
+        data: vec![9; 70],
+        parts: None,
+    };
+    tx.send(blob()).unwrap();
+    let (name, data, parts) = rx.recv().unwrap();
+    assert_eq!((name.as_str(), data, parts), ("n", vec![9; 70], None));
+    rx.send(("n".into(), vec![9; 70], None)).unwrap();
+    assert_eq!(tx.recv().unwrap(), blob());
+}

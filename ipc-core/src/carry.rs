@@ -31,6 +31,9 @@ pub mod shape {
     /// A `memfd::Memfd`, checked to be a memfd on receipt.
     #[derive(Debug)]
     pub struct Memfd;
+    /// `Vec<u8>`, carried as bytes.
+    #[derive(Debug)]
+    pub struct Bytes;
     /// `Option<T>`.
     #[derive(Debug)]
     pub struct Opt<S>(PhantomData<S>);
@@ -149,6 +152,38 @@ impl Carry<shape::Memfd> for memfd::Memfd {
                 "a memfd::Memfd field received a descriptor that is not a memfd".into(),
             ))
         })
+    }
+}
+
+/// `Vec<u8>` as one byte string rather than a sequence of `u8`: postcard
+/// writes both alike (a length, then the bytes), but this is one copy where
+/// serde's `Vec<T>` makes a call per byte.
+impl Carry<shape::Bytes> for Vec<u8> {
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serializer.serialize_bytes(self)
+    }
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element()? {
+                    bytes.push(b);
+                }
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(BytesVisitor)
     }
 }
 

@@ -107,13 +107,17 @@ fn with_buffer<B, R>(
 struct Outbox {
     datagram: Box<[u8]>,
     fds: Vec<RawFd>,
+    /// Bodies up to `body::COPY_MAX` are serialized here, made on first use.
+    spill: Vec<u8>,
 }
 
 impl Outbox {
     fn new() -> Self {
         Outbox {
             datagram: vec![0; DATAGRAM_MAX].into_boxed_slice(),
-            fds: Vec::new(),
+            // Room for the most a datagram carries: sends never allocate.
+            fds: Vec::with_capacity(MAX_FDS),
+            spill: Vec::new(),
         }
     }
 
@@ -153,18 +157,22 @@ impl Outbox {
         message: &T,
         dontwait: bool,
     ) -> Result<()> {
-        let size = sidecar::collect(&mut self.fds, || {
-            postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
-        })
-        .map_err(encode_error)?;
-        // The body's memfd takes one place in the sidecar.
-        check_count(self.fds.len() + 1, MAX_FDS)?;
-        let fds = &mut self.fds;
-        let (memfd, body_len) = body::write(size, |space| {
-            sidecar::collect(fds, || postcard::to_slice(message, space).map(|b| b.len()))
-                .map_err(encode_error)
-        })?;
-        check_count(self.fds.len() + 1, MAX_FDS)?;
+        if self.spill.len() < body::COPY_MAX {
+            self.spill.resize(body::COPY_MAX, 0);
+        }
+        let spill = &mut self.spill;
+        let copied = sidecar::collect(&mut self.fds, || {
+            postcard::to_slice(message, spill).map(|body| body.len())
+        });
+        let (memfd, body_len) = match copied {
+            Ok(body_len) => {
+                // The body's memfd takes one place in the sidecar.
+                check_count(self.fds.len() + 1, MAX_FDS)?;
+                (body::write_copied(&self.spill[..body_len])?, body_len)
+            }
+            Err(postcard::Error::SerializeBufferFull) => self.write_mapped(message)?,
+            Err(e) => return Err(encode_error(e)),
+        };
         self.fds.push(memfd.as_raw_fd());
         let header = Header {
             body: Body::OutOfLine,
@@ -177,6 +185,23 @@ impl Outbox {
         // The peer has its own reference now; ours closes here.
         drop(memfd);
         result
+    }
+
+    /// Serializes a large body straight into a mapped memfd: one pass to
+    /// size it, one to write it, no heap buffer.
+    fn write_mapped<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(OwnedFd, usize)> {
+        let size = sidecar::collect(&mut self.fds, || {
+            postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
+        })
+        .map_err(encode_error)?;
+        check_count(self.fds.len() + 1, MAX_FDS)?;
+        let fds = &mut self.fds;
+        let written = body::write_mapped(size, |space| {
+            sidecar::collect(fds, || postcard::to_slice(message, space).map(|b| b.len()))
+                .map_err(encode_error)
+        })?;
+        check_count(self.fds.len() + 1, MAX_FDS)?;
+        Ok(written)
     }
 }
 
@@ -215,14 +240,18 @@ struct Inbox {
     datagram: Box<[u8]>,
     fds: Vec<OwnedFd>,
     slots: Vec<Option<OwnedFd>>,
+    /// Bodies up to `body::COPY_MAX` are copied here, made on first use.
+    spill: Vec<u8>,
 }
 
 impl Inbox {
     fn new() -> Self {
         Inbox {
             datagram: vec![0; DATAGRAM_MAX].into_boxed_slice(),
-            fds: Vec::new(),
-            slots: Vec::new(),
+            // Room for the most a datagram carries: receives never allocate.
+            fds: Vec::with_capacity(MAX_FDS),
+            slots: Vec::with_capacity(MAX_FDS),
+            spill: Vec::new(),
         }
     }
 
@@ -335,8 +364,18 @@ impl Inbox {
                     ));
                 };
                 check_own_count(self.fds.len(), limits)?;
-                let map = body::map(&memfd, header.body_len)?;
-                decode_body(map.bytes(), &mut self.fds, &mut self.slots)
+                let len = body::check(&memfd, header.body_len)?;
+                if len <= body::COPY_MAX {
+                    if self.spill.len() < body::COPY_MAX {
+                        self.spill.resize(body::COPY_MAX, 0);
+                    }
+                    let body = &mut self.spill[..len];
+                    body::read_copied(&memfd, body)?;
+                    decode_body(body, &mut self.fds, &mut self.slots)
+                } else {
+                    let map = body::map(&memfd, len)?;
+                    decode_body(map.bytes(), &mut self.fds, &mut self.slots)
+                }
             }
         }
     }

@@ -3,7 +3,9 @@
 //! Descriptor types are recognised by the last segment of their path, since
 //! a macro sees names, not types. The shape mirrors the type with `Desc` at
 //! descriptor leaves and `Plain` at every other leaf, or is `None` when no
-//! descriptor is inside (the field is then plain serde).
+//! descriptor is inside (the field is then plain serde). `Vec<u8>` has a
+//! shape of its own, `Bytes`: serde would carry it a byte at a time, and
+//! postcard writes both the same way.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -47,14 +49,18 @@ pub fn of(ty: &Type) -> Option<TokenStream> {
             if name == "Memfd" && last.arguments.is_empty() {
                 return Some(quote!(#shape::Memfd));
             }
+            let inner = single_type_argument(&last.arguments);
+            if name == "Vec" && inner.is_some_and(is_u8) {
+                // Bytes, not a sequence of u8: one copy, not a call per byte.
+                return Some(quote!(#shape::Bytes));
+            }
             let wrapper = match name.as_str() {
                 "Option" => quote!(#shape::Opt),
                 "Vec" => quote!(#shape::Seq),
                 "Box" => quote!(#shape::Boxed),
                 _ => return None,
             };
-            let inner = single_type_argument(&last.arguments)?;
-            of(inner).map(|s| quote!(#wrapper<#s>))
+            of(inner?).map(|s| quote!(#wrapper<#s>))
         }
         _ => None,
     }
@@ -63,6 +69,10 @@ pub fn of(ty: &Type) -> Option<TokenStream> {
 /// The shape that `#[ipc(fd)]` asks for.
 pub fn descriptor() -> TokenStream {
     quote!(::ipc_core::__private::shape::Desc)
+}
+
+fn is_u8(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("u8"))
 }
 
 fn single_type_argument(arguments: &PathArguments) -> Option<&Type> {

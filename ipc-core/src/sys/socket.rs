@@ -65,6 +65,21 @@ pub(crate) fn send(
     if fds.len() > MAX_FDS {
         return Err(Errno::ETOOMANYREFS);
     }
+    let flags = libc::MSG_NOSIGNAL | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    if fds.is_empty() {
+        // send() skips copying a msghdr and an iovec in from user space.
+        return retry(|| {
+            // SAFETY: `bytes` is valid for reads of its length for the call.
+            unsafe {
+                libc::send(
+                    socket.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    flags,
+                )
+            }
+        });
+    }
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr().cast_mut().cast(),
         iov_len: bytes.len(),
@@ -75,35 +90,38 @@ pub(crate) fn send(
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
     header.msg_iov = &mut iov;
     header.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let data_len = fds.len() * FD_SIZE;
-        header.msg_control = control.as_mut_ptr();
-        header.msg_controllen = control_space(fds.len()) as _;
-        // SAFETY: msg_control points at CONTROL_CAPACITY bytes aligned for
-        // cmsghdr and msg_controllen (<= CONTROL_CAPACITY, as fds.len() <=
-        // MAX_FDS) covers one header plus `data_len` bytes, so CMSG_FIRSTHDR
-        // is non-null and CMSG_DATA points at `data_len` writable bytes inside
-        // the buffer. The writes go through raw pointers into our own buffer.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&header);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as libc::c_uint) as _;
-            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-            for (i, fd) in fds.iter().enumerate() {
-                ptr::write_unaligned(data.add(i), *fd);
-            }
+    let data_len = fds.len() * FD_SIZE;
+    header.msg_control = control.as_mut_ptr();
+    header.msg_controllen = control_space(fds.len()) as _;
+    // SAFETY: msg_control points at CONTROL_CAPACITY bytes aligned for
+    // cmsghdr and msg_controllen (<= CONTROL_CAPACITY, as fds.len() <=
+    // MAX_FDS) covers one header plus `data_len` bytes, so CMSG_FIRSTHDR is
+    // non-null and CMSG_DATA points at `data_len` writable bytes inside the
+    // buffer. The writes go through raw pointers into our own buffer.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as libc::c_uint) as _;
+        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            ptr::write_unaligned(data.add(i), *fd);
         }
     }
-    let flags = libc::MSG_NOSIGNAL | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    retry(|| {
+        // SAFETY: `header` points at one iovec over `bytes` and a control
+        // message filled in above; both outlive the call. The descriptors are
+        // borrowed, so they stay open while the kernel takes its own
+        // references to them.
+        unsafe { libc::sendmsg(socket.as_raw_fd(), &header, flags) }
+    })
+}
+
+/// Runs a send until it is not interrupted. A `SOCK_SEQPACKET` send is all
+/// or nothing, so any count means the whole datagram went.
+fn retry(mut send: impl FnMut() -> isize) -> Result<(), Errno> {
     loop {
-        // SAFETY: `header` points at one iovec over `bytes` and, when fds are
-        // attached, a control message filled in above; both outlive the call.
-        // The descriptors are borrowed, so they stay open while the kernel
-        // takes its own references to them.
-        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, flags) };
-        if sent >= 0 {
-            // A SOCK_SEQPACKET send is all or nothing.
+        if send() >= 0 {
             return Ok(());
         }
         match Errno::last() {
