@@ -92,6 +92,8 @@ mod select;
 mod shm;
 mod sidecar;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod transport;
 mod wire;
 

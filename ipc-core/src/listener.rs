@@ -21,7 +21,7 @@ use crate::transport::{Socket, Wait};
 
 /// How long `accept` waits for a connecting peer's greeting, which an
 /// ipc-core peer sends as soon as it is connected.
-const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a listener is: a filesystem path, or `@name` in Linux's abstract
 /// namespace (no file, gone with the last socket).
@@ -172,17 +172,38 @@ impl<Out: IpcMessage, In: IpcMessage> Listener<Out, In> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn accept(&self) -> Result<Connection<Out, In>> {
-        let fd = loop {
-            match socket::accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-                Ok(raw) => break crate::sys::socket::own_accepted(raw),
-                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-                Err(e) => return Err(Error::io("accept", e)),
+        let socket = loop {
+            if let Some(socket) = self.accept_socket()? {
+                break socket;
             }
+            // Only a listener made non-blocking (by the async face, then
+            // given back) gets here: wait for the next connection.
+            crate::transport::wait_readable(self.fd.as_fd(), None)?;
         };
-        let socket = Socket::new(fd);
         handshake::greet(&socket, &self.types)?;
         handshake::expect(&socket, &self.types, Wait::timeout(GREETING_TIMEOUT))?;
         Ok(Connection::from_socket(socket))
+    }
+}
+
+impl<Out, In> Listener<Out, In> {
+    /// Accepts one pending connection, without the greeting; `None` when the
+    /// listener is non-blocking and nothing is pending.
+    pub(crate) fn accept_socket(&self) -> Result<Option<Socket>> {
+        loop {
+            match socket::accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                Ok(raw) => return Ok(Some(Socket::new(crate::sys::socket::own_accepted(raw)))),
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(Error::io("accept", e)),
+            }
+        }
+    }
+
+    /// What this listener's connections send and receive.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn types(&self) -> &Types {
+        &self.types
     }
 }
 
@@ -249,13 +270,22 @@ impl<Out: IpcMessage, In: IpcMessage> Connection<Out, In> {
     /// assert!(matches!(err, ipc_core::Error::Io { op: "connect", .. }));
     /// ```
     pub fn connect(addr: impl AsRef<Path>) -> Result<Self> {
-        let unix = Address::parse(addr.as_ref()).unix()?;
-        let fd = seqpacket_socket()?;
-        socket::connect(fd.as_raw_fd(), &unix).map_err(|e| Error::io("connect", e))?;
-        let socket = Socket::new(fd);
-        let types = Types::of::<Out, In>();
-        handshake::greet(&socket, &types)?;
+        let (socket, types) = connect_socket::<Out, In>(addr.as_ref())?;
         handshake::expect(&socket, &types, Wait::Forever)?;
         Ok(Connection::from_socket(socket))
     }
+}
+
+/// Connects to `addr` and sends this end's greeting; the caller reads the
+/// listener's.
+pub(crate) fn connect_socket<Out: IpcMessage, In: IpcMessage>(
+    addr: &Path,
+) -> Result<(Socket, Types)> {
+    let unix = Address::parse(addr).unix()?;
+    let fd = seqpacket_socket()?;
+    socket::connect(fd.as_raw_fd(), &unix).map_err(|e| Error::io("connect", e))?;
+    let socket = Socket::new(fd);
+    let types = Types::of::<Out, In>();
+    handshake::greet(&socket, &types)?;
+    Ok((socket, types))
 }

@@ -420,6 +420,21 @@ pub(crate) fn poll_timeout(timeout: Duration) -> PollTimeout {
     PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
 }
 
+/// Waits until `fd` is readable (or hung up), at most `timeout` if given.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
+    match timeout {
+        Some(timeout) => readable(fd, timeout),
+        None => {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(n) => Ok(n > 0),
+                Err(Errno::EINTR) => Ok(false),
+                Err(e) => Err(Error::io("poll", e)),
+            }
+        }
+    }
+}
+
 /// Waits up to `timeout` for `socket` to be readable (or hung up).
 fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
     let timeout = poll_timeout(timeout);

@@ -3,7 +3,6 @@
 //! the tests of one binary one at a time.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
@@ -50,7 +49,9 @@ pub struct Forked {
 
 /// Forks; the child runs `body` and exits 0, or 101 if it panicked, with the
 /// panic message written straight to descriptor 2 (the test harness's
-/// capture of the forked thread would swallow it).
+/// capture of the forked thread would swallow it). The child takes no lock
+/// of the standard library's (stdout's, say): another thread of the parent
+/// may have held it at the fork.
 pub fn fork_child(body: impl FnOnce()) -> Forked {
     // SAFETY: the tests of a binary run one at a time (`serial`), so no other
     // test thread is inside the allocator or holds a lock the child needs;
@@ -75,7 +76,6 @@ pub fn fork_child(body: impl FnOnce()) -> Forked {
                     101
                 }
             };
-            let _ = std::io::stdout().flush();
             // SAFETY: _exit ends the child at once, running no destructors or
             // atexit handlers that belong to the parent's state.
             unsafe { nix::libc::_exit(code) }

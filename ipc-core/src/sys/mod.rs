@@ -8,4 +8,6 @@
 
 pub(crate) mod mmap;
 pub(crate) mod process;
+#[cfg(feature = "tokio")]
+pub(crate) mod reactor;
 pub(crate) mod socket;

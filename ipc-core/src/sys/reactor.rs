@@ -1,0 +1,35 @@
+//! Registering a socket with tokio's reactor (feature `tokio`).
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// A descriptor number registered with the reactor. It owns nothing: each
+/// async type keeps it beside the blocking value that owns the descriptor,
+/// declared first so that it is dropped first, and drops it before handing
+/// the blocking value back.
+pub(crate) struct Registration(RawFd);
+
+impl AsRawFd for Registration {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Registers `fd` for readability and writability with the current runtime.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, as tokio's own registrations do.
+pub(crate) fn register(fd: BorrowedFd<'_>) -> AsyncFd<Registration> {
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    // SAFETY: `fd` is open now, and its owner (the blocking value beside the
+    // registration, see `Registration`) keeps it open and never replaces it
+    // until the registration has been dropped, so the number names the same
+    // open file description for the AsyncFd's whole life.
+    match unsafe { AsyncFd::register_with_interest(Registration(fd.as_raw_fd()), interest) } {
+        Ok(io) => io,
+        Err(e) => panic!("cannot register with the tokio reactor (is a runtime running?): {e}"),
+    }
+}

@@ -1,0 +1,219 @@
+//! The tokio face with real processes: async talk with a forked child,
+//! `select!` cancelling receives in the middle of heavy traffic, many tasks
+//! sending at once, the `Stream` impl, async accept; descriptor counts equal
+//! before and after. Runtimes are built after each fork, never before one.
+#![cfg(feature = "tokio")]
+
+mod support;
+
+use std::future::poll_fn;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_core::Stream;
+use ipc_core::tokio::{AsyncConnection, AsyncListener, AsyncReceiver, AsyncSender};
+use ipc_core::{channel, Connection, Error, Fd, Listener};
+use support::{close_in_child, dev_nulls, fd_count, fork_child, serial};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_forked_child_talks_async_to_the_parent() {
+    let _serial = serial();
+    let before = fd_count();
+    let (parent_end, child_end) = Connection::<u64, u64>::pair().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&parent_end);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let conn = AsyncConnection::new(child_end);
+            while let Ok(n) = conn.recv().await {
+                conn.send(n * 2).await.unwrap();
+            }
+        });
+    });
+    runtime().block_on(async {
+        let conn = AsyncConnection::new(parent_end);
+        for i in 0..2000 {
+            conn.send(i).await.unwrap();
+            assert_eq!(conn.recv().await.unwrap(), i * 2);
+        }
+    });
+    child.join();
+    assert_eq!(fd_count(), before);
+}
+
+type Numbered = (u32, Option<Fd<OwnedFd>>);
+
+#[test]
+fn select_cancels_receives_amid_heavy_traffic_and_loses_nothing() {
+    let _serial = serial();
+    const N: u32 = 20_000;
+    let before = fd_count();
+    let (tx_a, rx_a) = channel::<Numbered>().unwrap();
+    let (tx_b, rx_b) = channel::<Numbered>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&rx_a);
+        close_in_child(&rx_b);
+        for i in 0..N {
+            // Every hundredth message carries a descriptor.
+            let fd = || (i % 100 == 0).then(|| Fd::new(dev_nulls(1).remove(0)));
+            tx_a.send((i, fd())).unwrap();
+            tx_b.send((i, fd())).unwrap();
+        }
+    });
+    drop((tx_a, tx_b));
+    let (got_a, got_b, ticks) = runtime().block_on(async move {
+        let (a, b) = (AsyncReceiver::new(rx_a), AsyncReceiver::new(rx_b));
+        let (mut next_a, mut next_b, mut ticks) = (0u32, 0u32, 0u32);
+        let (mut a_open, mut b_open) = (true, true);
+        while a_open || b_open {
+            tokio::select! {
+                got = a.recv(), if a_open => match got {
+                    Ok((i, fd)) => {
+                        assert_eq!(i, next_a, "channel a lost or repeated a message");
+                        assert_eq!(fd.is_some(), i % 100 == 0);
+                        next_a += 1;
+                    }
+                    Err(Error::Disconnected) => a_open = false,
+                    Err(e) => panic!("{e}"),
+                },
+                got = b.recv(), if b_open => match got {
+                    Ok((i, fd)) => {
+                        assert_eq!(i, next_b, "channel b lost or repeated a message");
+                        assert_eq!(fd.is_some(), i % 100 == 0);
+                        next_b += 1;
+                    }
+                    Err(Error::Disconnected) => b_open = false,
+                    Err(e) => panic!("{e}"),
+                },
+                _ = tokio::time::sleep(Duration::from_micros(20)) => ticks += 1,
+            }
+            // And a receive cut short by a timeout now and then.
+            if next_a % 1000 == 500 && a_open {
+                let _ = tokio::time::timeout(Duration::from_nanos(1), a.recv())
+                    .await
+                    .map(|got| {
+                        let (i, _) = got.unwrap();
+                        assert_eq!(i, next_a);
+                        next_a += 1;
+                    });
+            }
+        }
+        (next_a, next_b, ticks)
+    });
+    child.join();
+    assert_eq!(
+        (got_a, got_b),
+        (N, N),
+        "every message exactly once ({ticks} timer ticks)"
+    );
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn many_tasks_send_at_once_and_each_keeps_its_order() {
+    let _serial = serial();
+    const TASKS: u32 = 16;
+    const EACH: u32 = 1000;
+    let (tx, rx) = channel::<(u32, u32)>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&tx);
+        let mut next = vec![0u32; TASKS as usize];
+        for _ in 0..TASKS * EACH {
+            let (task, seq) = rx.recv().unwrap();
+            assert_eq!(seq, next[task as usize], "task {task} out of order");
+            next[task as usize] += 1;
+        }
+        assert!(next.iter().all(|&n| n == EACH));
+    });
+    drop(rx);
+    runtime().block_on(async move {
+        let tx = AsyncSender::new(tx);
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for seq in 0..EACH {
+                        tx.send((task, seq)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    child.join();
+}
+
+#[test]
+fn a_receiver_is_a_stream_that_ends_at_disconnection() {
+    let _serial = serial();
+    let (tx, rx) = channel::<u16>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        for i in 0..500 {
+            tx.send(i).unwrap();
+        }
+    });
+    drop(tx);
+    let got = runtime().block_on(async move {
+        let mut stream = AsyncReceiver::new(rx);
+        let mut got = Vec::new();
+        while let Some(item) = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
+            got.push(item.unwrap());
+        }
+        got
+    });
+    child.join();
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_async_listener_serves_several_client_processes() {
+    let _serial = serial();
+    let name = format!("@ipc-core-async-test-{}", std::process::id());
+    let listener = Listener::<String, u32>::bind(&name).unwrap();
+    let before = fd_count();
+    let clients: Vec<_> = (0..3u32)
+        .map(|i| {
+            fork_child(|| {
+                close_in_child(&listener);
+                let server = Connection::<u32, String>::connect(&name).unwrap();
+                server.send(i).unwrap();
+                assert_eq!(server.recv().unwrap(), format!("hello {i}"));
+            })
+        })
+        .collect();
+    let listener = runtime().block_on(async move {
+        let listener = AsyncListener::new(listener).unwrap();
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            let conn = listener.accept().await.unwrap();
+            served.push(tokio::spawn(async move {
+                let i = conn.recv().await.unwrap();
+                conn.send(format!("hello {i}")).await.unwrap();
+            }));
+        }
+        for s in served {
+            s.await.unwrap();
+        }
+        listener.into_inner().unwrap()
+    });
+    for c in clients {
+        c.join();
+    }
+    assert_eq!(fd_count(), before);
+    drop(listener);
+}
