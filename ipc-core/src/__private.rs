@@ -6,3 +6,8 @@ pub use crate::carry::{
 };
 pub use crate::fingerprint::{probing, record};
 pub use serde;
+
+/// The receiver's steps for the fuzz targets.
+pub mod fuzz {
+    pub use crate::fuzzing::{decode, header};
+}

@@ -82,6 +82,7 @@ mod credentials;
 mod error;
 mod fd;
 mod fingerprint;
+mod fuzzing;
 mod handshake;
 mod limits;
 mod listener;

@@ -265,7 +265,7 @@ impl Inbox {
         // Room for the body's memfd besides the message's own descriptors.
         let room = limits.max_descriptors().saturating_add(1).min(MAX_FDS);
         let received = self.receive(socket, room, wait)?;
-        let result = self.decode(socket, received, limits);
+        let result = self.decode(received, limits, || hung_up(socket));
         // Whatever the decode did not take is closed, on every path.
         self.fds.clear();
         result
@@ -297,11 +297,13 @@ impl Inbox {
         }
     }
 
+    /// Decodes the datagram in the buffer with the descriptors in `fds`.
+    /// `hung_up` tells an empty datagram from the end of the stream.
     fn decode<T: DeserializeOwned>(
         &mut self,
-        socket: BorrowedFd<'_>,
         received: Received,
         limits: &Limits,
+        hung_up: impl FnOnce() -> bool,
     ) -> Result<T> {
         if received.control_truncated {
             return Err(Error::Descriptor(format!(
@@ -318,7 +320,7 @@ impl Inbox {
         }
         if received.len == 0 && self.fds.is_empty() {
             // End of stream, or a hostile zero-length datagram.
-            return Err(if hung_up(socket) {
+            return Err(if hung_up() {
                 Error::Disconnected
             } else {
                 Error::Decode("the peer sent an empty datagram".into())
@@ -454,4 +456,29 @@ fn hung_up(socket: BorrowedFd<'_>) -> bool {
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+/// Decodes one datagram as a receiver would, without a socket: the entry
+/// point of the fuzz targets and their regression tests. Every descriptor in
+/// `fds` is closed unless the returned message holds it.
+pub(crate) fn decode_datagram<T: DeserializeOwned>(
+    datagram: &[u8],
+    fds: Vec<OwnedFd>,
+    limits: &Limits,
+) -> Result<T> {
+    let mut inbox = Inbox::new();
+    let len = datagram.len().min(DATAGRAM_MAX);
+    inbox.datagram[..len].copy_from_slice(&datagram[..len]);
+    let room = limits.max_descriptors().saturating_add(1).min(MAX_FDS);
+    let control_truncated = fds.len() > room;
+    inbox.fds = fds;
+    inbox.fds.truncate(room);
+    let received = Received {
+        len,
+        truncated: datagram.len() > DATAGRAM_MAX,
+        control_truncated,
+    };
+    let result = inbox.decode(received, limits, || false);
+    inbox.fds.clear();
+    result
 }
