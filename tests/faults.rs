@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use ipc_core::{channel, Error, Fd, IpcMessage};
@@ -224,16 +224,10 @@ fn a_peer_announcing_a_huge_body_costs_no_memory() {
     // A sealed memfd of 1.5 GiB that holds nothing but a hole, announced
     // as a body of that size: within the default limit of 2 GiB.
     const HUGE: u64 = 3 << 29;
-    let memfd = nix::sys::memfd::memfd_create(
-        c"huge",
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    nix::unistd::ftruncate(&memfd, HUGE as i64).unwrap();
     let seals = nix::fcntl::SealFlag::F_SEAL_WRITE
         | nix::fcntl::SealFlag::F_SEAL_GROW
         | nix::fcntl::SealFlag::F_SEAL_SHRINK;
-    nix::fcntl::fcntl(memfd.as_fd(), nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).unwrap();
+    let memfd = support::memfd(HUGE as i64, seals);
     let start = Instant::now();
     support::send_raw(&raw, &support::header(1, 1, HUGE), &[memfd.as_raw_fd()]);
     drop(memfd);

@@ -8,10 +8,9 @@ mod support;
 use std::os::fd::{AsFd, OwnedFd};
 
 use ipc_core::{channel, Error, Fd, Limits, Sender};
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::fcntl::SealFlag;
 use support::{
-    close_in_child, dev_nulls, fd_count, fork_child, header, inline_frame, send_raw, serial,
+    close_in_child, dev_nulls, fd_count, fork_child, header, inline_frame, memfd, send_raw, serial,
 };
 
 /// The message type the receiver expects: a tag and some descriptors.
@@ -56,19 +55,6 @@ const CASES: &[(&str, Expect)] = &[
     ),
     ("out-of-line body with inline bytes too", decode),
 ];
-
-fn memfd(len: i64, seals: SealFlag) -> OwnedFd {
-    let fd = memfd_create(
-        c"hostile",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    nix::unistd::ftruncate(&fd, len).unwrap();
-    if !seals.is_empty() {
-        fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(seals)).unwrap();
-    }
-    fd
-}
 
 /// Builds hostile datagram `i` of `CASES`, in the sending process.
 fn build(i: usize) -> (Vec<u8>, Vec<OwnedFd>) {

@@ -2,6 +2,8 @@
 //! nesting, round-trips exactly over a real socket pair; any corruption of a
 //! valid frame is refused cleanly or decodes, never panics or leaks.
 
+mod support;
+
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::linux::fs::MetadataExt;
@@ -53,7 +55,7 @@ fn shapes() -> impl Strategy<Value = Shape> {
 fn build(shape: &Shape) -> (Nested, Vec<u64>) {
     let mut inodes = Vec::new();
     let mut file = || {
-        let f = tempfile();
+        let f = support::temp_file();
         inodes.push(f.metadata().unwrap().st_ino());
         f
     };
@@ -87,22 +89,6 @@ fn inodes_of(n: &Nested) -> Vec<u64> {
         out.extend(deep.1.iter().map(ino));
     }
     out
-}
-
-fn tempfile() -> File {
-    let path = std::env::temp_dir().join(format!(
-        "ipc-core-prop-{}-{:?}",
-        std::process::id(),
-        std::time::Instant::now()
-    ));
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    f
 }
 
 proptest! {

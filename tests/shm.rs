@@ -9,19 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipc_core::{channel, Connection, Error, SealedMemory, SharedMemory};
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::fcntl::SealFlag;
 use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-use support::{close_in_child, fd_count, fork_child, inline_frame, send_raw, serial};
-
-/// Mappings of memfds in this process.
-fn memfd_mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("/memfd:"))
-        .count()
-}
+use support::{
+    close_in_child, fd_count, fork_child, inline_frame, memfd, memfd_mappings, send_raw, serial,
+};
 
 #[test]
 fn a_childs_writes_are_seen_in_the_parents_handle() {
@@ -104,19 +96,6 @@ fn a_sealed_region_cannot_be_written_or_resized_through_the_received_descriptor(
     drop(rx);
     tx.send((sealed, SharedMemory::new(4096).unwrap())).unwrap();
     child.join();
-}
-
-fn memfd(len: i64, seals: SealFlag) -> OwnedFd {
-    let fd = memfd_create(
-        c"hostile",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    nix::unistd::ftruncate(&fd, len).unwrap();
-    if !seals.is_empty() {
-        fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(seals)).unwrap();
-    }
-    fd
 }
 
 #[test]

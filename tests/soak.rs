@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use ipc_core::{channel, Error, IpcMessage, SealedMemory, Select, SharedMemory};
-use support::{close_in_child, fd_count, fork_child, serial};
+use support::{close_in_child, fd_count, fork_child, memfd_mappings, serial};
 
 #[derive(IpcMessage)]
 struct Item {
@@ -22,14 +22,6 @@ struct Item {
     shared: Option<SharedMemory>,
     sealed: Option<SealedMemory>,
     payload: Vec<u8>,
-}
-
-fn memfd_mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("/memfd:"))
-        .count()
 }
 
 struct Rng(u64);

@@ -210,3 +210,23 @@ pub fn run_tests(tests: &[(&str, fn())]) -> ! {
     println!("{passed} passed, {failed} failed");
     std::process::exit(if failed == 0 { 0 } else { 1 })
 }
+
+/// A sealable memfd of `len` bytes carrying `seals`, as a peer might make it.
+pub fn memfd(len: i64, seals: nix::fcntl::SealFlag) -> OwnedFd {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(c"test", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
+    nix::unistd::ftruncate(&fd, len).unwrap();
+    if !seals.is_empty() {
+        nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).unwrap();
+    }
+    fd
+}
+
+/// Mappings of memfds in this process.
+pub fn memfd_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("/memfd:"))
+        .count()
+}
