@@ -21,7 +21,32 @@ use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
 
 /// Writes the serde glue for a message type that holds descriptors; see
-/// `ipc_core::IpcMessage`.
+/// `ipc_core::IpcMessage` for what it recognises.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{channel, IpcMessage};
+/// use std::fs::File;
+///
+/// #[derive(IpcMessage)]
+/// enum Request {
+///     Read { path: String },
+///     Upload(File, Option<File>),
+///     Shutdown,
+/// }
+///
+/// let (tx, rx) = channel::<Request>()?;
+/// tx.send(Request::Upload(File::open("/dev/null")?, None))?;
+/// match rx.recv()? {
+///     Request::Upload(file, none) => {
+///         assert_eq!(file.metadata()?.len(), 0);
+///         assert!(none.is_none());
+///     }
+///     _ => unreachable!(),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[proc_macro_derive(IpcMessage, attributes(ipc, serde))]
 pub fn derive_ipc_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -86,3 +86,48 @@ fn single_type_argument(arguments: &PathArguments) -> Option<&Type> {
     let first = types.next()?;
     types.next().is_none().then_some(first)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    fn shape(ty: Type) -> Option<String> {
+        of(&ty).map(|s| {
+            s.to_string()
+                .replace(" ", "")
+                .replace("::ipc_core::__private::shape::", "")
+        })
+    }
+
+    #[test]
+    fn descriptors_are_found_at_any_depth() {
+        assert_eq!(shape(parse_quote!(std::fs::File)).as_deref(), Some("Desc"));
+        assert_eq!(
+            shape(parse_quote!(Vec<Option<File>>)).as_deref(),
+            Some("Seq<Opt<Desc>>")
+        );
+        assert_eq!(
+            shape(parse_quote!([OwnedFd; 3])).as_deref(),
+            Some("Array<Desc>")
+        );
+        assert_eq!(
+            shape(parse_quote!(Box<(String, UnixStream)>)).as_deref(),
+            Some("Boxed<(Plain,Desc,)>")
+        );
+        assert_eq!(shape(parse_quote!(memfd::Memfd)).as_deref(), Some("Memfd"));
+    }
+
+    #[test]
+    fn bytes_have_their_own_shape_and_plain_types_none() {
+        assert_eq!(shape(parse_quote!(Vec<u8>)).as_deref(), Some("Bytes"));
+        assert_eq!(
+            shape(parse_quote!(Option<Vec<u8>>)).as_deref(),
+            Some("Opt<Bytes>")
+        );
+        assert_eq!(shape(parse_quote!(String)), None);
+        assert_eq!(shape(parse_quote!(Vec<u16>)), None);
+        assert_eq!(shape(parse_quote!((u8, String))), None);
+        assert_eq!(shape(parse_quote!(HashMap<String, u32>)), None);
+    }
+}
