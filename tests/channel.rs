@@ -207,3 +207,51 @@ fn try_send_says_full_and_send_blocks_until_the_reader_drains() {
     tx.send(full.into_inner()).unwrap();
     child.join();
 }
+
+#[test]
+fn blocking_calls_block_even_on_an_adopted_non_blocking_socket() {
+    let _serial = serial();
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .unwrap();
+    assert!(
+        OFlag::from_bits_retain(fcntl(&a, FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_NONBLOCK)
+    );
+    let tx = Sender::<Vec<u8>>::from(a);
+    let rx = ipc_core::Receiver::<Vec<u8>>::from(b);
+    // Fill the buffer, then a blocking send waits for the reader.
+    while tx.try_send(vec![0; 30_000]).is_ok() {}
+    let child = fork_child(|| {
+        close_in_child(&tx);
+        std::thread::sleep(Duration::from_millis(30));
+        while let Ok(body) = rx.recv() {
+            if body.len() == 1 {
+                break;
+            }
+        }
+    });
+    tx.send(vec![1]).unwrap();
+    child.join();
+    // And a blocking receive waits for a writer.
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .unwrap();
+    let tx = Sender::<u8>::from(a);
+    let rx = ipc_core::Receiver::<u8>::from(b);
+    let child = fork_child(|| {
+        std::thread::sleep(Duration::from_millis(30));
+        tx.send(5).unwrap();
+    });
+    assert_eq!(rx.recv().unwrap(), 5);
+    child.join();
+}

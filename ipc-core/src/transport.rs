@@ -219,11 +219,29 @@ fn check_count(count: usize, max: usize) -> Result<()> {
 }
 
 fn transmit(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd], dontwait: bool) -> Result<()> {
-    socket::send(socket, datagram, fds, dontwait).map_err(|e| match e {
-        Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN => Error::Disconnected,
-        Errno::EAGAIN => Error::Full,
-        e => Error::io("sendmsg", e),
-    })
+    loop {
+        return match socket::send(socket, datagram, fds, dontwait) {
+            Ok(()) => Ok(()),
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => Err(Error::Disconnected),
+            // A socket adopted in non-blocking mode: wait as a blocking send would.
+            Err(Errno::EAGAIN) if !dontwait => {
+                wait_for(socket, PollFlags::POLLOUT)?;
+                continue;
+            }
+            Err(Errno::EAGAIN) => Err(Error::Full),
+            Err(e) => Err(Error::io("sendmsg", e)),
+        };
+    }
+}
+
+/// Waits with no time limit until `socket` has one of `events` (or an
+/// error or hang-up, which the next call reports).
+fn wait_for(socket: BorrowedFd<'_>, events: PollFlags) -> Result<()> {
+    let mut fds = [PollFd::new(socket, events)];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(Error::io("poll", e)),
+    }
 }
 
 fn encode_error(e: postcard::Error) -> Error {
@@ -288,8 +306,11 @@ impl Inbox {
                 Ok(received) => return Ok(received),
                 Err(Errno::EAGAIN) => match wait {
                     Wait::Never => return Err(Error::Empty),
+                    // A socket adopted in non-blocking mode: wait as a
+                    // blocking receive would.
+                    Wait::Forever => wait_for(socket, PollFlags::POLLIN)?,
                     // Another thread took the message poll saw: wait again.
-                    _ => continue,
+                    Wait::Until(_) => continue,
                 },
                 Err(Errno::ECONNRESET) => return Err(Error::Disconnected),
                 Err(e) => return Err(Error::io("recvmsg", e)),
@@ -426,14 +447,7 @@ pub(crate) fn poll_timeout(timeout: Duration) -> PollTimeout {
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
     match timeout {
         Some(timeout) => readable(fd, timeout),
-        None => {
-            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(n) => Ok(n > 0),
-                Err(Errno::EINTR) => Ok(false),
-                Err(e) => Err(Error::io("poll", e)),
-            }
-        }
+        None => wait_for(fd, PollFlags::POLLIN).map(|()| true),
     }
 }
 
