@@ -212,14 +212,7 @@ fn try_send_says_full_and_send_blocks_until_the_reader_drains() {
 fn blocking_calls_block_even_on_an_adopted_non_blocking_socket() {
     let _serial = serial();
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let (a, b) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .unwrap();
+    let (a, b) = nonblocking_pair();
     assert!(
         OFlag::from_bits_retain(fcntl(&a, FcntlArg::F_GETFL).unwrap()).contains(OFlag::O_NONBLOCK)
     );
@@ -239,13 +232,7 @@ fn blocking_calls_block_even_on_an_adopted_non_blocking_socket() {
     tx.send(vec![1]).unwrap();
     child.join();
     // And a blocking receive waits for a writer.
-    let (a, b) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .unwrap();
+    let (a, b) = nonblocking_pair();
     let tx = Sender::<u8>::from(a);
     let rx = ipc_core::Receiver::<u8>::from(b);
     let child = fork_child(|| {
@@ -254,4 +241,11 @@ fn blocking_calls_block_even_on_an_adopted_non_blocking_socket() {
     });
     assert_eq!(rx.recv().unwrap(), 5);
     child.join();
+}
+
+/// A seqpacket pair made non-blocking by whoever created it.
+fn nonblocking_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags).unwrap()
 }
