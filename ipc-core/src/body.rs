@@ -2,54 +2,122 @@
 //! is sealed before it is sent, and read by the receiver only after it has
 //! checked the seals, so the receiver decodes bytes that cannot change.
 //!
-//! Up to [`COPY_MAX`] a body is copied in with `write` and out with `pread`:
-//! mapping and unmapping (page tables, TLB flushes) cost more than copying
-//! that much. Larger bodies are serialized straight into a mapping and
-//! decoded straight from one.
+//! The sender streams the body into the memfd with `write(2)` as postcard
+//! produces it ([`Stream`]): no mapping, and a large byte string goes from
+//! the message to the kernel in one copy. The receiver copies a body of up
+//! to [`COPY_MAX`] out with `pread` (mapping and unmapping cost more than
+//! copying that much) and decodes a larger one straight from a read-only
+//! mapping.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::cell::Cell;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
 
 use crate::error::Error;
 use crate::sealing;
-use crate::sys::mmap::{ReadMap, WriteMap};
+use crate::sys::mmap::ReadMap;
 
-/// Bodies up to this size are copied rather than mapped.
+/// Bodies up to this size are copied out with `pread` rather than mapped.
 pub(crate) const COPY_MAX: usize = 1 << 20;
 
-/// Creates a sealed memfd holding a copy of `bytes`.
-pub(crate) fn write_copied(bytes: &[u8]) -> Result<OwnedFd, Error> {
-    let fd = sealing::create(c"ipc-core-body", 0)?;
-    let mut written = 0;
-    while written < bytes.len() {
-        match nix::unistd::write(&fd, &bytes[written..]) {
-            Ok(n) => written += n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::io("write", e)),
-        }
-    }
-    sealing::seal(fd.as_fd(), sealing::ALL_SEALS)?;
-    Ok(fd)
+/// A postcard flavor that streams a body into a memfd with `write(2)`,
+/// staging small pieces in `stage` and writing large ones (a byte string)
+/// straight from where they are: no mapping, no second copy, and the kernel
+/// fills each new page whole instead of zeroing it first.
+pub(crate) struct Stream<'a> {
+    fd: BorrowedFd<'a>,
+    stage: &'a mut [u8],
+    staged: usize,
+    written: usize,
+    /// The errno of a failed write: postcard's error type cannot hold it.
+    failed: &'a Cell<Option<Errno>>,
 }
 
-/// Creates a sealed memfd of at most `capacity` bytes filled in place by
-/// `fill`, which returns how many bytes it wrote. Returns the memfd and that
-/// length.
-pub(crate) fn write_mapped(
-    capacity: usize,
-    fill: impl FnOnce(&mut [u8]) -> Result<usize, Error>,
-) -> Result<(OwnedFd, usize), Error> {
-    let fd = sealing::create(c"ipc-core-body", capacity as u64)?;
-    // Every page will be written: allocate them in one call rather than
-    // taking a fault per page.
-    let mut map = WriteMap::populated(fd.as_fd(), capacity).map_err(|e| Error::io("mmap", e))?;
-    let used = fill(map.bytes_mut())?;
-    // The write seal is refused while a writable mapping exists.
-    drop(map);
-    if used < capacity {
-        nix::unistd::ftruncate(&fd, used as i64).map_err(|e| Error::io("ftruncate", e))?;
+impl<'a> Stream<'a> {
+    pub(crate) fn new(
+        fd: BorrowedFd<'a>,
+        stage: &'a mut [u8],
+        failed: &'a Cell<Option<Errno>>,
+    ) -> Self {
+        Stream {
+            fd,
+            stage,
+            staged: 0,
+            written: 0,
+            failed,
+        }
     }
-    sealing::seal(fd.as_fd(), sealing::ALL_SEALS)?;
-    Ok((fd, used))
+
+    fn write_all(&mut self, mut bytes: &[u8]) -> postcard::Result<()> {
+        while !bytes.is_empty() {
+            match nix::unistd::write(self.fd, bytes) {
+                Ok(n) => {
+                    self.written += n;
+                    bytes = &bytes[n..];
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.failed.set(Some(e));
+                    return Err(postcard::Error::SerializeBufferFull);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> postcard::Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        // Split the borrow: the stage is read while `written` is updated.
+        let stage = std::mem::take(&mut self.stage);
+        let result = self.write_all(&stage[..staged]);
+        self.stage = stage;
+        result
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Stream<'_> {
+    type Output = usize;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.staged == self.stage.len() {
+            self.flush()?;
+        }
+        self.stage[self.staged] = byte;
+        self.staged += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        let room = self.stage.len() - self.staged;
+        if bytes.len() <= room {
+            self.stage[self.staged..self.staged + bytes.len()].copy_from_slice(bytes);
+            self.staged += bytes.len();
+            return Ok(());
+        }
+        self.flush()?;
+        if bytes.len() >= self.stage.len() / 2 {
+            return self.write_all(bytes);
+        }
+        self.stage[..bytes.len()].copy_from_slice(bytes);
+        self.staged = bytes.len();
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<usize> {
+        self.flush()?;
+        Ok(self.written)
+    }
+}
+
+/// Creates an empty memfd for a body to be streamed into.
+pub(crate) fn create() -> Result<OwnedFd, Error> {
+    sealing::create(c"ipc-core-body", 0)
+}
+
+/// Seals a body memfd against every change before it is sent.
+pub(crate) fn seal(fd: BorrowedFd<'_>) -> Result<(), Error> {
+    sealing::seal(fd, sealing::ALL_SEALS)
 }
 
 /// Checks that a received body memfd is sealed against writes and resizing

@@ -5,7 +5,7 @@
 //! buffer and makes one `sendmsg`; a receive makes one `recvmsg` into a fixed
 //! buffer. Bodies over [`wire::INLINE_MAX`] go through a sealed memfd.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -107,8 +107,6 @@ fn with_buffer<B, R>(
 struct Outbox {
     datagram: Box<[u8]>,
     fds: Vec<RawFd>,
-    /// Bodies up to `body::COPY_MAX` are serialized here, made on first use.
-    spill: Vec<u8>,
 }
 
 impl Outbox {
@@ -117,7 +115,6 @@ impl Outbox {
             datagram: vec![0; DATAGRAM_MAX].into_boxed_slice(),
             // Room for the most a datagram carries: sends never allocate.
             fds: Vec::with_capacity(MAX_FDS),
-            spill: Vec::new(),
         }
     }
 
@@ -150,58 +147,44 @@ impl Outbox {
         }
     }
 
-    /// Sends a body too large for the datagram in a sealed memfd.
+    /// Sends a body too large for the datagram in a sealed memfd, streamed
+    /// in as it is serialized; the datagram buffer, free now, stages it.
     fn send_out_of_line<T: Serialize + ?Sized>(
         &mut self,
         socket: BorrowedFd<'_>,
         message: &T,
         dontwait: bool,
     ) -> Result<()> {
-        if self.spill.len() < body::COPY_MAX {
-            self.spill.resize(body::COPY_MAX, 0);
-        }
-        let spill = &mut self.spill;
-        let copied = sidecar::collect(&mut self.fds, || {
-            postcard::to_slice(message, spill).map(|body| body.len())
+        let memfd = body::create()?;
+        let failed = Cell::new(None);
+        let (head, stage) = self.datagram.split_at_mut(HEADER_LEN);
+        let stream = body::Stream::new(memfd.as_fd(), stage, &failed);
+        let streamed = sidecar::collect(&mut self.fds, || {
+            postcard::serialize_with_flavor(message, stream)
         });
-        let (memfd, body_len) = match copied {
-            Ok(body_len) => {
-                // The body's memfd takes one place in the sidecar.
-                check_count(self.fds.len() + 1, MAX_FDS)?;
-                (body::write_copied(&self.spill[..body_len])?, body_len)
+        let body_len = match streamed {
+            Ok(len) => len,
+            Err(e) => {
+                return Err(match failed.take() {
+                    Some(errno) => Error::io("write", errno),
+                    None => encode_error(e),
+                })
             }
-            Err(postcard::Error::SerializeBufferFull) => self.write_mapped(message)?,
-            Err(e) => return Err(encode_error(e)),
         };
+        // The body's memfd takes one place in the sidecar.
+        check_count(self.fds.len() + 1, MAX_FDS)?;
+        body::seal(memfd.as_fd())?;
         self.fds.push(memfd.as_raw_fd());
-        let header = Header {
+        Header {
             body: Body::OutOfLine,
             fds: self.fds.len() as u32,
             body_len: body_len as u64,
-        };
-        let head = head_array(&mut self.datagram[..HEADER_LEN]);
-        header.write(head);
+        }
+        .write(head_array(head));
         let result = transmit(socket, &self.datagram[..HEADER_LEN], &self.fds, dontwait);
         // The peer has its own reference now; ours closes here.
         drop(memfd);
         result
-    }
-
-    /// Serializes a large body straight into a mapped memfd: one pass to
-    /// size it, one to write it, no heap buffer.
-    fn write_mapped<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(OwnedFd, usize)> {
-        let size = sidecar::collect(&mut self.fds, || {
-            postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
-        })
-        .map_err(encode_error)?;
-        check_count(self.fds.len() + 1, MAX_FDS)?;
-        let fds = &mut self.fds;
-        let written = body::write_mapped(size, |space| {
-            sidecar::collect(fds, || postcard::to_slice(message, space).map(|b| b.len()))
-                .map_err(encode_error)
-        })?;
-        check_count(self.fds.len() + 1, MAX_FDS)?;
-        Ok(written)
     }
 }
 

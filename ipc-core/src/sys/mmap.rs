@@ -30,12 +30,7 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    fn map(
-        fd: BorrowedFd<'_>,
-        len: usize,
-        prot: ProtFlags,
-        flags: MapFlags,
-    ) -> Result<Self, Errno> {
+    fn map(fd: BorrowedFd<'_>, len: usize, prot: ProtFlags) -> Result<Self, Errno> {
         let Some(length) = NonZeroUsize::new(len) else {
             return Ok(Region {
                 ptr: NonNull::dangling(),
@@ -46,7 +41,7 @@ impl Region {
         // existing memory is replaced. The caller has checked that the file is
         // at least `len` bytes long and cannot shrink, so every byte of the
         // range stays backed for as long as it is mapped.
-        let ptr = unsafe { mmap(None, length, prot, MapFlags::MAP_SHARED | flags, fd, 0)? };
+        let ptr = unsafe { mmap(None, length, prot, MapFlags::MAP_SHARED, fd, 0)? };
         Ok(Region {
             ptr: ptr.cast(),
             len,
@@ -78,7 +73,7 @@ impl ReadMap {
     /// Maps the first `len` bytes of `fd` read-only; pages are mapped as
     /// they are touched.
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self, Errno> {
-        Region::map(fd, len, ProtFlags::PROT_READ, MapFlags::empty()).map(ReadMap)
+        Region::map(fd, len, ProtFlags::PROT_READ).map(ReadMap)
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -95,14 +90,7 @@ impl WriteMap {
     /// they are touched.
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self, Errno> {
         let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        Region::map(fd, len, prot, MapFlags::empty()).map(WriteMap)
-    }
-
-    /// Maps the first `len` bytes of `fd` read-write, every page allocated
-    /// at once (`MAP_POPULATE`): for bytes that will all be written.
-    pub(crate) fn populated(fd: BorrowedFd<'_>, len: usize) -> Result<Self, Errno> {
-        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        Region::map(fd, len, prot, MapFlags::MAP_POPULATE).map(WriteMap)
+        Region::map(fd, len, prot).map(WriteMap)
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
