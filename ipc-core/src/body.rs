@@ -116,7 +116,22 @@ pub(crate) fn create() -> Result<OwnedFd, Error> {
 }
 
 /// Seals a body memfd against every change before it is sent.
+///
+/// Nothing maps a body memfd, so the write seal's `EBUSY` can only mean
+/// that the kernel still holds a transient reference to a page just
+/// written (it waits a little for such pins itself, and gives up under
+/// load): try again a few times, backing off, before reporting it.
 pub(crate) fn seal(fd: BorrowedFd<'_>) -> Result<(), Error> {
+    let mut pause = std::time::Duration::from_micros(50);
+    for _ in 0..8 {
+        match sealing::seal(fd, sealing::ALL_SEALS) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(Errno::EBUSY as i32) => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            result => return result,
+        }
+    }
     sealing::seal(fd, sealing::ALL_SEALS)
 }
 

@@ -65,9 +65,9 @@
 //! and control messages are errors. On every error, every descriptor that
 //! came with the message is closed and the channel stays usable.
 //!
-//! Bodies over 64 KiB travel out of line in a sealed memfd that the receiver
-//! checks and maps read-only, so message size has no ceiling but memory and
-//! [`Limits`], and the receive buffer stays fixed.
+//! Bodies over 64 KiB travel out of line in a memfd the sender seals before
+//! it sends and the receiver checks before it reads, so message size has no
+//! ceiling but memory and [`Limits`], and the receive buffer stays fixed.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
