@@ -16,42 +16,46 @@ fn main() {
         std::process::exit(play(&role));
     }
     run_tests(&[
-        ("echo_across_spawn", echo_across_spawn),
+        (stringify!(echo_across_spawn), echo_across_spawn),
         (
-            "only_the_channel_reaches_the_child",
+            stringify!(only_the_channel_reaches_the_child),
             only_the_channel_reaches_the_child,
         ),
         (
-            "a_child_killed_mid_conversation_reads_as_disconnected",
+            stringify!(a_child_killed_mid_conversation_reads_as_disconnected),
             a_child_killed_mid_conversation_reads_as_disconnected,
         ),
         (
-            "the_parents_death_reads_as_disconnected_in_the_child",
+            stringify!(the_parents_death_reads_as_disconnected_in_the_child),
             the_parents_death_reads_as_disconnected_in_the_child,
         ),
         (
-            "a_type_mismatch_is_an_error_on_both_sides_of_spawn",
+            stringify!(a_type_mismatch_is_an_error_on_both_sides_of_spawn),
             a_type_mismatch_is_an_error_on_both_sides_of_spawn,
         ),
         (
-            "a_child_started_without_spawn_gets_a_clear_error",
+            stringify!(a_child_started_without_spawn_gets_a_clear_error),
             a_child_started_without_spawn_gets_a_clear_error,
         ),
         (
-            "unrelated_processes_connect_with_the_right_credentials",
+            stringify!(unrelated_processes_connect_with_the_right_credentials),
             unrelated_processes_connect_with_the_right_credentials,
         ),
         (
-            "a_type_mismatch_is_an_error_on_both_sides_of_connect",
+            stringify!(a_type_mismatch_is_an_error_on_both_sides_of_connect),
             a_type_mismatch_is_an_error_on_both_sides_of_connect,
         ),
         (
-            "a_stale_socket_path_is_replaced_and_a_live_one_is_not",
+            stringify!(a_stale_socket_path_is_replaced_and_a_live_one_is_not),
             a_stale_socket_path_is_replaced_and_a_live_one_is_not,
         ),
         (
-            "select_wakes_for_the_one_ready_receiver_of_many",
+            stringify!(select_wakes_for_the_one_ready_receiver_of_many),
             select_wakes_for_the_one_ready_receiver_of_many,
+        ),
+        (
+            stringify!(try_recv_does_not_wait_behind_a_recv_awaiting_the_greeting),
+            try_recv_does_not_wait_behind_a_recv_awaiting_the_greeting,
         ),
     ]);
 }
@@ -131,6 +135,12 @@ fn play(role: &str) -> i32 {
             let parent = process::parent::<(), Sender<u64>>().unwrap();
             let sender = parent.recv().unwrap();
             sender.send(99).unwrap();
+            0
+        }
+        "slow_greeter" => {
+            std::thread::sleep(Duration::from_millis(1500));
+            let parent = process::parent::<u32, ()>().unwrap();
+            parent.send(7).unwrap();
             0
         }
         other => panic!("unknown role {other}"),
@@ -335,4 +345,26 @@ fn select_wakes_for_the_one_ready_receiver_of_many() {
     drop(senders.remove(3));
     assert_eq!(select.wait(Some(Duration::from_secs(5))).unwrap(), [3]);
     assert!(matches!(receivers[3].try_recv(), Err(Error::Disconnected)));
+}
+
+fn try_recv_does_not_wait_behind_a_recv_awaiting_the_greeting() {
+    let (mut child, conn) = process::spawn::<(), u32>(&mut child_command("slow_greeter")).unwrap();
+    std::thread::scope(|s| {
+        // This receive waits for the child's greeting, then its message.
+        let waiting = s.spawn(|| conn.recv());
+        std::thread::sleep(Duration::from_millis(100));
+        let start = std::time::Instant::now();
+        assert!(matches!(conn.try_recv(), Err(Error::Empty)));
+        assert!(matches!(
+            conn.recv_timeout(Duration::from_millis(50)),
+            Err(Error::Timeout)
+        ));
+        assert!(
+            start.elapsed() < Duration::from_millis(1000),
+            "try_recv and recv_timeout waited behind recv: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(waiting.join().unwrap().unwrap(), 7);
+    });
+    assert_eq!(exit_code(&mut child), Some(0));
 }

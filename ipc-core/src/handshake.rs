@@ -1,7 +1,9 @@
 //! The greeting both ends of a spawned or connected channel exchange before
 //! any message: the protocol, and what each side sends and receives.
 
+use std::os::fd::AsFd;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::describe;
 use crate::limits::Limits;
 use crate::message::IpcMessage;
-use crate::transport::{Socket, Wait};
+use crate::transport::{wait_readable, Socket, Wait};
 
 const PROTOCOL: &str = "ipc-core/1";
 
@@ -99,25 +101,51 @@ impl Pending {
     }
 
     /// Reads the greeting if it has not been read yet, within `wait`.
+    ///
+    /// The lock is held only to read a greeting that is already there,
+    /// never while waiting for one: a `try_recv` on another thread must not
+    /// block behind a `recv` that waits.
     pub(crate) fn settle(&self, socket: &Socket, wait: Wait) -> Result<()> {
-        let mut outcome = self
-            .outcome
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if outcome.is_none() {
-            match expect(socket, &self.ours, wait) {
-                Ok(()) => *outcome = Some(Ok(())),
-                Err(Error::TypeMismatch { ours, theirs }) => *outcome = Some(Err((ours, theirs))),
-                // Timeouts, an empty queue, a closed peer: try again next time.
-                Err(e) => return Err(e),
+        loop {
+            {
+                let mut outcome = self
+                    .outcome
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if outcome.is_none() {
+                    match expect(socket, &self.ours, Wait::Never) {
+                        Ok(()) => *outcome = Some(Ok(())),
+                        Err(Error::TypeMismatch { ours, theirs }) => {
+                            *outcome = Some(Err((ours, theirs)))
+                        }
+                        Err(Error::Empty) => {}
+                        // A closed peer or a failed call: try again next time.
+                        Err(e) => return Err(e),
+                    }
+                }
+                match outcome.as_ref() {
+                    Some(Ok(())) => return Ok(()),
+                    Some(Err((ours, theirs))) => {
+                        return Err(Error::TypeMismatch {
+                            ours: ours.clone(),
+                            theirs: theirs.clone(),
+                        })
+                    }
+                    None => {}
+                }
             }
-        }
-        match outcome.as_ref() {
-            Some(Err((ours, theirs))) => Err(Error::TypeMismatch {
-                ours: ours.clone(),
-                theirs: theirs.clone(),
-            }),
-            _ => Ok(()),
+            match wait {
+                Wait::Never => return Err(Error::Empty),
+                Wait::Forever => {
+                    wait_readable(socket.as_fd(), None)?;
+                }
+                Wait::Until(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !wait_readable(socket.as_fd(), Some(left))? {
+                        return Err(Error::Timeout);
+                    }
+                }
+            }
         }
     }
 }

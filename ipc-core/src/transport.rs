@@ -203,17 +203,16 @@ fn check_count(count: usize, max: usize) -> Result<()> {
 
 fn transmit(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd], dontwait: bool) -> Result<()> {
     loop {
-        return match socket::send(socket, datagram, fds, dontwait) {
-            Ok(()) => Ok(()),
-            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => Err(Error::Disconnected),
-            // A socket adopted in non-blocking mode: wait as a blocking send would.
-            Err(Errno::EAGAIN) if !dontwait => {
-                wait_for(socket, PollFlags::POLLOUT)?;
-                continue;
+        match socket::send(socket, datagram, fds, dontwait) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                return Err(Error::Disconnected)
             }
-            Err(Errno::EAGAIN) => Err(Error::Full),
-            Err(e) => Err(Error::io("sendmsg", e)),
-        };
+            // A socket adopted in non-blocking mode: wait as a blocking send would.
+            Err(Errno::EAGAIN) if !dontwait => wait_for(socket, PollFlags::POLLOUT)?,
+            Err(Errno::EAGAIN) => return Err(Error::Full),
+            Err(e) => return Err(Error::io("sendmsg", e)),
+        }
     }
 }
 
