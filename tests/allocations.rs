@@ -86,16 +86,16 @@ struct Blob {
 #[test]
 fn a_large_body_costs_no_heap_allocation_of_ours() {
     let (tx, rx) = channel::<Blob>().unwrap();
-    // Warm up: the thread's buffers, the body copy buffers included, are
-    // made on first use.
+    // Warm up: the thread's buffers, the receiver's copy of a body and the
+    // sender's pool of memfds are made on first use, at the largest size.
     tx.send(Blob {
-        data: vec![0; 300_000],
+        data: vec![0; 3_000_000],
     })
     .unwrap();
     rx.recv().unwrap();
     for len in [300_000, 3_000_000].repeat(10) {
-        // Out of line: a sealed memfd, copied in and out below 1 MiB,
-        // written and read in place above.
+        // Out of line: streamed into a memfd of the sender's pool and
+        // copied out by the receiver.
         let body = Blob {
             data: vec![9u8; len],
         };

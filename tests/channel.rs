@@ -5,8 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ipc_core::{channel, Connection, Error, Sender};
-use support::{close_in_child, fd_count, fork_child, serial};
+use ipc_core::{channel, Connection, Error, IpcMessage, Sender};
+use support::{close_in_child, fd_count, fds_naming, fork_child, serial};
 
 #[test]
 fn ping_pong_over_a_connection_between_processes() {
@@ -143,6 +143,83 @@ fn bodies_on_both_sides_of_the_inline_limit_arrive() {
         tx.send(body.clone()).unwrap();
         assert_eq!(rx.recv().unwrap(), body, "length {len}");
     }
+}
+
+/// A message whose bytes say which message they belong to.
+#[derive(IpcMessage, Debug)]
+struct Numbered {
+    n: u32,
+    data: Vec<u8>,
+}
+
+impl Numbered {
+    fn new(n: u32, len: usize) -> Self {
+        let data = (0..len).map(|j| ((n as usize + j) % 251) as u8).collect();
+        Numbered { n, data }
+    }
+
+    fn check(&self, len: usize) {
+        assert_eq!(self.data.len(), len, "message {}", self.n);
+        let intact = self.data.iter().enumerate();
+        assert!(
+            intact.into_iter().all(|(j, &b)| b == ((self.n as usize + j) % 251) as u8),
+            "message {} holds bytes of another",
+            self.n
+        );
+    }
+}
+
+/// The memfds of a sender's pool, by the name it gives them.
+const POOLED: &str = "ipc-core-pooled-body";
+
+#[test]
+fn large_bodies_reuse_a_few_memfds_and_arrive_intact() {
+    let _serial = serial();
+    let before = fd_count();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    let size = |n: u32| 70_000 + (n as usize * 37_000) % 2_000_000;
+    let child = fork_child(move || {
+        for n in 0..300 {
+            tx.send(Numbered::new(n, size(n))).unwrap();
+        }
+        let pooled = fds_naming(POOLED);
+        // A process exit code is all the parent sees.
+        assert!((1..=4).contains(&pooled), "{pooled} pooled memfds");
+    });
+    for n in 0..300 {
+        let message = rx.recv().unwrap();
+        assert_eq!(message.n, n);
+        message.check(size(n));
+    }
+    child.join();
+    drop(rx);
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn a_sender_running_ahead_never_overwrites_a_body_not_yet_read() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    // More messages in flight than the pool has memfds: the rest travel in
+    // sealed ones, and none is written over before it is read.
+    for n in 0..10 {
+        tx.send(Numbered::new(n, 100_000)).unwrap();
+    }
+    let lent = fds_naming(POOLED);
+    assert!((1..=4).contains(&lent), "{lent} pooled memfds");
+    for n in 0..10 {
+        let message = rx.recv().unwrap();
+        assert_eq!(message.n, n);
+        message.check(100_000);
+    }
+    // Every memfd was handed back: the next round makes no new one.
+    for n in 10..20 {
+        tx.send(Numbered::new(n, 100_000)).unwrap();
+        rx.recv().unwrap().check(100_000);
+    }
+    assert_eq!(fds_naming(POOLED), lent, "the pool grew");
+    drop(tx);
+    assert_eq!(fds_naming(POOLED), 0, "the pool outlived its sender");
 }
 
 #[test]

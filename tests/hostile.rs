@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use ipc_core::{channel, Error, Fd, Limits, Sender};
 use nix::fcntl::SealFlag;
@@ -54,7 +54,22 @@ const CASES: &[(&str, Expect)] = &[
         descriptor,
     ),
     ("out-of-line body with inline bytes too", decode),
+    ("pooled body of a terabyte", too_large),
+    ("pooled body without its memfd", descriptor),
+    ("pooled body in a plain file", descriptor),
+    ("pooled body in a memfd shorter than announced", descriptor),
+    ("pooled body that does not decode", decode),
+    ("pooled body with inline bytes too", decode),
 ];
+
+/// A memfd laid out as a sender's pool slot: the state word says lent, and
+/// `body` starts at offset 4096.
+fn pooled(body: &[u8]) -> OwnedFd {
+    let fd = memfd(4096 + body.len() as i64, SealFlag::empty());
+    nix::sys::uio::pwrite(&fd, &1u32.to_ne_bytes(), 0).unwrap();
+    nix::sys::uio::pwrite(&fd, body, 4096).unwrap();
+    fd
+}
 
 /// Builds hostile datagram `i` of `CASES`, in the sending process.
 fn build(i: usize) -> (Vec<u8>, Vec<OwnedFd>) {
@@ -95,6 +110,16 @@ fn build(i: usize) -> (Vec<u8>, Vec<OwnedFd>) {
             let mut frame = header(1, 1, 3);
             frame.extend_from_slice(&[1, 0, 0]);
             (frame, vec![memfd(4096, sealed)])
+        }
+        21 => (header(2, 1, 1 << 40), vec![pooled(&[1, 0])]),
+        22 => (header(2, 0, 100), vec![]),
+        23 => (header(2, 1, 3), dev_nulls(1)),
+        24 => (header(2, 1, 500), vec![pooled(&[0; 100])]),
+        25 => (header(2, 1, 3), vec![pooled(&[1, 0, 99])]),
+        26 => {
+            let mut frame = header(2, 1, 2);
+            frame.extend_from_slice(&[1, 0]);
+            (frame, vec![pooled(&[1, 0])])
         }
         _ => unreachable!(),
     }
@@ -186,4 +211,29 @@ fn a_channel_end_that_is_not_a_seqpacket_socket_is_refused() {
     drop(sender);
     child.join();
     assert_eq!(fd_count(), before);
+}
+
+/// A pooled body goes back to its sender whatever the receiver makes of it:
+/// a refused message must not keep a slot of the sender's pool lent forever.
+#[test]
+fn a_refused_pooled_body_is_still_handed_back() {
+    let _serial = serial();
+    let (tx, mut rx) = channel::<Msg>().unwrap();
+    rx.set_limits(Limits::default().with_max_bytes(1000));
+    let raw = tx.as_fd().try_clone_to_owned().unwrap();
+    let before = fd_count();
+    for (name, frame, body) in [
+        ("a body that does not decode", header(2, 1, 3), vec![9, 9, 9]),
+        ("a body over the byte limit", header(2, 1, 2000), vec![0; 2000]),
+        ("a body shorter than announced", header(2, 1, 500), vec![0; 100]),
+    ] {
+        let slot = pooled(&body);
+        send_raw(&raw, &frame, &[slot.as_raw_fd()]);
+        assert!(rx.recv().is_err(), "{name} was accepted");
+        let mut word = [0xff; 4];
+        nix::sys::uio::pread(&slot, &mut word, 0).unwrap();
+        assert_eq!(u32::from_ne_bytes(word), 0, "{name}: the slot is still lent");
+        drop(slot);
+        assert_eq!(fd_count(), before, "{name}: a descriptor leaked");
+    }
 }

@@ -1,13 +1,17 @@
-//! Bodies too large to travel inside the datagram: written into a memfd that
-//! is sealed before it is sent, and read by the receiver only after it has
-//! checked the seals, so the receiver decodes bytes that cannot change.
+//! Bodies too large to travel inside the datagram, in a memfd. Either way
+//! the receiver decodes bytes that cannot change under it:
 //!
-//! The sender streams the body into the memfd with `write(2)` as postcard
+//! - a *pooled* body is in a memfd the sender reuses (see `pool`): the
+//!   receiver copies it out with `pread`, hands the memfd back ([`Lent`])
+//!   and decodes its own copy;
+//! - any other body is in a fresh memfd sealed before it is sent, read by
+//!   the receiver only after it has checked the seals: copied out with
+//!   `pread` up to [`COPY_MAX`] (mapping and unmapping cost more than
+//!   copying that much), decoded straight from a read-only mapping above.
+//!
+//! The sender streams a body into its memfd with `pwrite(2)` as postcard
 //! produces it ([`Stream`]): no mapping, and a large byte string goes from
-//! the message to the kernel in one copy. The receiver copies a body of up
-//! to [`COPY_MAX`] out with `pread` (mapping and unmapping cost more than
-//! copying that much) and decodes a larger one straight from a read-only
-//! mapping.
+//! the message to the kernel in one copy.
 
 use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -15,18 +19,22 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::errno::Errno;
 
 use crate::error::Error;
+use crate::pool;
 use crate::sealing;
 use crate::sys::mmap::ReadMap;
 
 /// Bodies up to this size are copied out with `pread` rather than mapped.
 pub(crate) const COPY_MAX: usize = 1 << 20;
 
-/// A postcard flavor that streams a body into a memfd with `write(2)`,
+/// A postcard flavor that streams a body into a memfd with `pwrite(2)`,
 /// staging small pieces in `stage` and writing large ones (a byte string)
 /// straight from where they are: no mapping, no second copy, and the kernel
 /// fills each new page whole instead of zeroing it first.
 pub(crate) struct Stream<'a> {
     fd: BorrowedFd<'a>,
+    /// Where the body starts in the file. `pwrite`, not `write`: the
+    /// receiver shares the file offset of a descriptor passed to it.
+    start: u64,
     stage: &'a mut [u8],
     staged: usize,
     written: usize,
@@ -37,11 +45,13 @@ pub(crate) struct Stream<'a> {
 impl<'a> Stream<'a> {
     pub(crate) fn new(
         fd: BorrowedFd<'a>,
+        start: u64,
         stage: &'a mut [u8],
         failed: &'a Cell<Option<Errno>>,
     ) -> Self {
         Stream {
             fd,
+            start,
             stage,
             staged: 0,
             written: 0,
@@ -51,7 +61,8 @@ impl<'a> Stream<'a> {
 
     fn write_all(&mut self, mut bytes: &[u8]) -> postcard::Result<()> {
         while !bytes.is_empty() {
-            match nix::unistd::write(self.fd, bytes) {
+            let offset = self.start + self.written as u64;
+            match nix::sys::uio::pwrite(self.fd, bytes, offset as i64) {
                 Ok(n) => {
                     self.written += n;
                     bytes = &bytes[n..];
@@ -152,11 +163,12 @@ pub(crate) fn check(fd: &OwnedFd, len: u64) -> Result<usize, Error> {
     })
 }
 
-/// Copies the first `out.len()` bytes of a checked body memfd into `out`.
-pub(crate) fn read_copied(fd: &OwnedFd, out: &mut [u8]) -> Result<(), Error> {
+/// Copies `out.len()` bytes from `start` of a body memfd into `out`.
+pub(crate) fn read_copied(fd: &OwnedFd, start: u64, out: &mut [u8]) -> Result<(), Error> {
     let mut read = 0;
     while read < out.len() {
-        match nix::sys::uio::pread(fd, &mut out[read..], read as i64) {
+        let offset = start + read as u64;
+        match nix::sys::uio::pread(fd, &mut out[read..], offset as i64) {
             Ok(0) => return Err(Error::Descriptor("the out-of-line body ended early".into())),
             Ok(n) => read += n,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -169,4 +181,55 @@ pub(crate) fn read_copied(fd: &OwnedFd, out: &mut [u8]) -> Result<(), Error> {
 /// Maps the first `len` bytes of a checked body memfd read-only.
 pub(crate) fn map(fd: &OwnedFd, len: usize) -> Result<ReadMap, Error> {
     ReadMap::new(fd.as_fd(), len).map_err(|e| Error::io("mmap", e))
+}
+
+/// A pooled body the sender lent: read once into the receiver's own
+/// memory, then handed back when this is dropped, on every path.
+#[derive(Debug)]
+pub(crate) struct Lent {
+    fd: OwnedFd,
+}
+
+impl Lent {
+    /// Accepts the descriptor of a pooled body. Only a memfd is read or
+    /// written: any other file could block a read (a FIFO, a FUSE file).
+    pub(crate) fn accept(fd: OwnedFd) -> Result<Lent, Error> {
+        match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GET_SEALS) {
+            Ok(_) => Ok(Lent { fd }),
+            Err(_) => Err(Error::Descriptor(
+                "the pooled body is not a memfd; the peer does not follow the protocol".into(),
+            )),
+        }
+    }
+
+    /// Checks that the memfd holds a body of `len` bytes, before any
+    /// memory is set aside for it; returns `len` as a size.
+    pub(crate) fn check(&self, len: u64) -> Result<usize, Error> {
+        let size = nix::sys::stat::fstat(&self.fd)
+            .map_err(|e| Error::io("fstat", e))?
+            .st_size as u64;
+        let body = size.saturating_sub(pool::BODY_OFFSET);
+        if body < len {
+            return Err(Error::Descriptor(format!(
+                "the pooled body holds {body} bytes but the header announces {len}"
+            )));
+        }
+        usize::try_from(len).map_err(|_| Error::TooLarge {
+            len,
+            max: usize::MAX as u64,
+        })
+    }
+
+    /// Copies the body, `out.len()` bytes, into `out`.
+    pub(crate) fn read(&self, out: &mut [u8]) -> Result<(), Error> {
+        read_copied(&self.fd, pool::BODY_OFFSET, out)
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // Best effort: a peer that sent a memfd we cannot write only loses
+        // its own slot.
+        let _ = nix::sys::uio::pwrite(&self.fd, &pool::FREE.to_ne_bytes(), 0);
+    }
 }

@@ -87,6 +87,7 @@ mod handshake;
 mod limits;
 mod listener;
 mod message;
+mod pool;
 pub mod process;
 mod sealing;
 mod select;

@@ -3,7 +3,9 @@
 //! `Sender`, `Receiver` and `Connection` are thin typed faces over
 //! [`Socket`]. Buffers are per thread and reused: a send encodes into a fixed
 //! buffer and makes one `sendmsg`; a receive makes one `recvmsg` into a fixed
-//! buffer. Bodies over [`wire::INLINE_MAX`] go through a sealed memfd.
+//! buffer. Bodies over [`wire::INLINE_MAX`] go through a memfd: one of the
+//! socket's reusable [`Pool`] when it has one free, a fresh sealed one
+//! otherwise.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -17,6 +19,7 @@ use serde::Serialize;
 use crate::body;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::pool::{self, Pool};
 use crate::sidecar::{self, Failure};
 use crate::sys::socket::{self, Received, MAX_FDS};
 use crate::wire::{Body, Header, DATAGRAM_MAX, HEADER_LEN};
@@ -45,13 +48,18 @@ impl Wait {
 #[derive(Debug)]
 pub(crate) struct Socket {
     fd: OwnedFd,
+    /// Memfds for the bodies this side sends out of line.
+    pool: Pool,
 }
 
 impl Socket {
     /// Adopts `fd`, which the caller promises is a connected seqpacket socket
     /// whose peer speaks this protocol.
     pub(crate) fn new(fd: OwnedFd) -> Self {
-        Socket { fd }
+        Socket {
+            fd,
+            pool: Pool::default(),
+        }
     }
 
     pub(crate) fn pair() -> Result<(Socket, Socket)> {
@@ -67,7 +75,7 @@ impl Socket {
     /// full socket buffer is `Error::Full` instead of a wait.
     pub(crate) fn send<T: Serialize + ?Sized>(&self, message: &T, dontwait: bool) -> Result<()> {
         with_buffer(&OUTBOX, Outbox::new, |outbox| {
-            outbox.send(self.fd.as_fd(), message, dontwait)
+            outbox.send(self, message, dontwait)
         })
     }
 
@@ -120,7 +128,7 @@ impl Outbox {
 
     fn send<T: Serialize + ?Sized>(
         &mut self,
-        socket: BorrowedFd<'_>,
+        socket: &Socket,
         message: &T,
         dontwait: bool,
     ) -> Result<()> {
@@ -138,7 +146,7 @@ impl Outbox {
                 };
                 header.write(head_array(head));
                 let datagram = &self.datagram[..HEADER_LEN + body_len];
-                transmit(socket, datagram, &self.fds, dontwait)
+                transmit(socket.as_fd(), datagram, &self.fds, dontwait)
             }
             Err(postcard::Error::SerializeBufferFull) => {
                 self.send_out_of_line(socket, message, dontwait)
@@ -147,44 +155,83 @@ impl Outbox {
         }
     }
 
-    /// Sends a body too large for the datagram in a sealed memfd, streamed
-    /// in as it is serialized; the datagram buffer, free now, stages it.
+    /// Sends a body too large for the datagram in a memfd: a slot of the
+    /// socket's pool when one is free and the body fits it, a fresh sealed
+    /// memfd otherwise.
     fn send_out_of_line<T: Serialize + ?Sized>(
         &mut self,
-        socket: BorrowedFd<'_>,
+        socket: &Socket,
         message: &T,
         dontwait: bool,
     ) -> Result<()> {
+        // Measure first: the size picks the path, and a message with too
+        // many descriptors fails before any body is written.
+        let size = sidecar::collect(&mut self.fds, || {
+            postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
+        })
+        .map_err(encode_error)?;
+        // The body's memfd takes one place in the sidecar.
+        check_count(self.fds.len() + 1, MAX_FDS)?;
+        if let Some(lease) = socket.pool.claim(size) {
+            let body_len = self.stream(message, lease.fd(), pool::BODY_OFFSET)?;
+            lease.wrote(body_len);
+            self.transmit_body(socket, Body::Pooled, body_len, lease.fd(), dontwait)?;
+            // The receiver frees the slot once it has copied the body.
+            lease.sent();
+            return Ok(());
+        }
         let memfd = body::create()?;
+        let body_len = self.stream(message, memfd.as_fd(), 0)?;
+        body::seal(memfd.as_fd())?;
+        self.transmit_body(socket, Body::OutOfLine, body_len, memfd.as_fd(), dontwait)
+        // The peer has its own reference now; ours closes here.
+    }
+
+    /// Streams `message` into `memfd` from `start`, staged in the datagram
+    /// buffer (free now), collecting its descriptors; returns its length.
+    fn stream<T: Serialize + ?Sized>(
+        &mut self,
+        message: &T,
+        memfd: BorrowedFd<'_>,
+        start: u64,
+    ) -> Result<usize> {
         let failed = Cell::new(None);
-        let (head, stage) = self.datagram.split_at_mut(HEADER_LEN);
-        let stream = body::Stream::new(memfd.as_fd(), stage, &failed);
+        let stage = &mut self.datagram[HEADER_LEN..];
+        let stream = body::Stream::new(memfd, start, stage, &failed);
         let streamed = sidecar::collect(&mut self.fds, || {
             postcard::serialize_with_flavor(message, stream)
         });
-        let body_len = match streamed {
-            Ok(len) => len,
-            Err(e) => {
-                return Err(match failed.take() {
-                    Some(errno) => Error::io("write", errno),
-                    None => encode_error(e),
-                })
-            }
-        };
-        // The body's memfd takes one place in the sidecar.
+        streamed.map_err(|e| match failed.take() {
+            Some(errno) => Error::io("pwrite", errno),
+            None => encode_error(e),
+        })
+    }
+
+    /// Sends the header of a body in `memfd`, after the message's own
+    /// descriptors.
+    fn transmit_body(
+        &mut self,
+        socket: &Socket,
+        body: Body,
+        body_len: usize,
+        memfd: BorrowedFd<'_>,
+        dontwait: bool,
+    ) -> Result<()> {
         check_count(self.fds.len() + 1, MAX_FDS)?;
-        body::seal(memfd.as_fd())?;
         self.fds.push(memfd.as_raw_fd());
+        let head = head_array(&mut self.datagram[..HEADER_LEN]);
         Header {
-            body: Body::OutOfLine,
+            body,
             fds: self.fds.len() as u32,
             body_len: body_len as u64,
         }
-        .write(head_array(head));
-        let result = transmit(socket, &self.datagram[..HEADER_LEN], &self.fds, dontwait);
-        // The peer has its own reference now; ours closes here.
-        drop(memfd);
-        result
+        .write(head);
+        transmit(
+            socket.as_fd(),
+            &self.datagram[..HEADER_LEN],
+            &self.fds,
+            dontwait,
+        )
     }
 }
 
@@ -338,14 +385,9 @@ impl Inbox {
                 self.fds.len()
             )));
         }
-        if header.body_len > limits.max_bytes() {
-            return Err(Error::TooLarge {
-                len: header.body_len,
-                max: limits.max_bytes(),
-            });
-        }
         match header.body {
             Body::Inline => {
+                check_len(&header, limits)?;
                 let body = &datagram[HEADER_LEN..];
                 if body.len() as u64 != header.body_len {
                     return Err(Error::Decode(format!(
@@ -358,32 +400,71 @@ impl Inbox {
                 decode_body(body, &mut self.fds, &mut self.slots)
             }
             Body::OutOfLine => {
-                if datagram.len() != HEADER_LEN {
-                    return Err(Error::Decode(
-                        "an out-of-line body came with inline bytes as well".into(),
-                    ));
-                }
-                let Some(memfd) = self.fds.pop() else {
-                    return Err(Error::Descriptor(
-                        "an out-of-line body came without its memfd".into(),
-                    ));
-                };
+                let memfd = self.take_memfd(datagram.len())?;
+                check_len(&header, limits)?;
                 check_own_count(self.fds.len(), limits)?;
                 let len = body::check(&memfd, header.body_len)?;
                 if len <= body::COPY_MAX {
-                    if self.spill.len() < body::COPY_MAX {
-                        self.spill.resize(body::COPY_MAX, 0);
-                    }
-                    let body = &mut self.spill[..len];
-                    body::read_copied(&memfd, body)?;
-                    decode_body(body, &mut self.fds, &mut self.slots)
+                    let spill = spill(&mut self.spill, len);
+                    body::read_copied(&memfd, 0, spill)?;
+                    decode_body(spill, &mut self.fds, &mut self.slots)
                 } else {
                     let map = body::map(&memfd, len)?;
                     decode_body(map.bytes(), &mut self.fds, &mut self.slots)
                 }
             }
+            Body::Pooled => {
+                let memfd = self.take_memfd(datagram.len())?;
+                // From here on the slot goes back to the sender on every path.
+                let lent = body::Lent::accept(memfd)?;
+                check_len(&header, limits)?;
+                check_own_count(self.fds.len(), limits)?;
+                let len = lent.check(header.body_len)?;
+                let copied = lent.read(spill(&mut self.spill, len));
+                drop(lent);
+                let result = copied.and_then(|()| {
+                    decode_body(&self.spill[..len], &mut self.fds, &mut self.slots)
+                });
+                if self.spill.len() > pool::POOL_BODY_MAX {
+                    // Only bodies the pool sends are worth keeping room for.
+                    self.spill = Vec::new();
+                }
+                result
+            }
         }
     }
+
+    /// The memfd of an out-of-line body: the last descriptor, with nothing
+    /// but the header in the datagram.
+    fn take_memfd(&mut self, datagram_len: usize) -> Result<OwnedFd> {
+        if datagram_len != HEADER_LEN {
+            return Err(Error::Decode(
+                "an out-of-line body came with inline bytes as well".into(),
+            ));
+        }
+        self.fds.pop().ok_or_else(|| {
+            Error::Descriptor("an out-of-line body came without its memfd".into())
+        })
+    }
+}
+
+/// The first `len` bytes of the spill buffer, grown (never below
+/// `body::COPY_MAX`, so that small bodies do not grow it again and again).
+fn spill(spill: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if spill.len() < len {
+        spill.resize(len.max(body::COPY_MAX), 0);
+    }
+    &mut spill[..len]
+}
+
+fn check_len(header: &Header, limits: &Limits) -> Result<()> {
+    if header.body_len > limits.max_bytes() {
+        return Err(Error::TooLarge {
+            len: header.body_len,
+            max: limits.max_bytes(),
+        });
+    }
+    Ok(())
 }
 
 fn check_own_count(count: usize, limits: &Limits) -> Result<()> {

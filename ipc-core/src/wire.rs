@@ -8,6 +8,9 @@
 //!      3     1  body kind: 0 inline (the body follows the header),
 //!                          1 out of line (the last descriptor is a sealed
 //!                            memfd holding the body; nothing follows)
+//!                          2 pooled (the last descriptor is a memfd the
+//!                            sender reuses, body at offset 4096; the
+//!                            receiver copies it and writes 0 at offset 0)
 //!      4     4  descriptors attached, little endian, the body's memfd included
 //!      8     8  body length in bytes, little endian
 //! ```
@@ -18,7 +21,7 @@ use std::fmt;
 pub(crate) const HEADER_LEN: usize = 16;
 
 /// The largest body that travels inside the datagram. Larger bodies travel
-/// in a sealed memfd. 64 KiB: past this, two socket copies cost more than
+/// in a memfd. 64 KiB: past this, two socket copies cost more than
 /// creating, sealing and mapping a memfd, and it fits in the default
 /// `SO_SNDBUF` (208 KiB) several times over, so a sender rarely blocks.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
@@ -36,6 +39,8 @@ pub(crate) enum Body {
     Inline,
     /// In a sealed memfd, the last descriptor of the datagram.
     OutOfLine,
+    /// In a memfd of the sender's pool, the last descriptor of the datagram.
+    Pooled,
 }
 
 /// A parsed header.
@@ -84,6 +89,7 @@ impl Header {
         out[3] = match self.body {
             Body::Inline => 0,
             Body::OutOfLine => 1,
+            Body::Pooled => 2,
         };
         out[4..8].copy_from_slice(&self.fds.to_le_bytes());
         out[8..16].copy_from_slice(&self.body_len.to_le_bytes());
@@ -104,6 +110,7 @@ impl Header {
         let body = match bytes[3] {
             0 => Body::Inline,
             1 => Body::OutOfLine,
+            2 => Body::Pooled,
             k => return Err(HeaderError::Kind(k)),
         };
         let mut fds = [0; 4];
@@ -134,6 +141,11 @@ mod tests {
                 body: Body::OutOfLine,
                 fds: 253,
                 body_len: u64::MAX,
+            },
+            Header {
+                body: Body::Pooled,
+                fds: 1,
+                body_len: 1 << 20,
             },
         ] {
             let mut out = [0; HEADER_LEN];

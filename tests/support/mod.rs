@@ -24,6 +24,16 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Open descriptors of this process whose target names `what` (a memfd's
+/// name, say).
+pub fn fds_naming(what: &str) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains(what))
+        .count()
+}
+
 /// Whether `fd` is open in this process.
 pub fn is_open(fd: std::os::fd::RawFd) -> bool {
     nix::fcntl::fcntl(
