@@ -162,7 +162,9 @@ impl Numbered {
         assert_eq!(self.data.len(), len, "message {}", self.n);
         let intact = self.data.iter().enumerate();
         assert!(
-            intact.into_iter().all(|(j, &b)| b == ((self.n as usize + j) % 251) as u8),
+            intact
+                .into_iter()
+                .all(|(j, &b)| b == ((self.n as usize + j) % 251) as u8),
             "message {} holds bytes of another",
             self.n
         );

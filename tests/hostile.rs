@@ -223,16 +223,32 @@ fn a_refused_pooled_body_is_still_handed_back() {
     let raw = tx.as_fd().try_clone_to_owned().unwrap();
     let before = fd_count();
     for (name, frame, body) in [
-        ("a body that does not decode", header(2, 1, 3), vec![9, 9, 9]),
-        ("a body over the byte limit", header(2, 1, 2000), vec![0; 2000]),
-        ("a body shorter than announced", header(2, 1, 500), vec![0; 100]),
+        (
+            "a body that does not decode",
+            header(2, 1, 3),
+            vec![9, 9, 9],
+        ),
+        (
+            "a body over the byte limit",
+            header(2, 1, 2000),
+            vec![0; 2000],
+        ),
+        (
+            "a body shorter than announced",
+            header(2, 1, 500),
+            vec![0; 100],
+        ),
     ] {
         let slot = pooled(&body);
         send_raw(&raw, &frame, &[slot.as_raw_fd()]);
         assert!(rx.recv().is_err(), "{name} was accepted");
         let mut word = [0xff; 4];
         nix::sys::uio::pread(&slot, &mut word, 0).unwrap();
-        assert_eq!(u32::from_ne_bytes(word), 0, "{name}: the slot is still lent");
+        assert_eq!(
+            u32::from_ne_bytes(word),
+            0,
+            "{name}: the slot is still lent"
+        );
         drop(slot);
         assert_eq!(fd_count(), before, "{name}: a descriptor leaked");
     }

@@ -66,7 +66,8 @@ impl Slot {
         // and sealing the seals keeps a receiver from adding a write seal
         // that would make our next write fail.
         sealing::seal(fd.as_fd(), SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL)?;
-        let state = WriteMap::new(fd.as_fd(), size_of::<u32>()).map_err(|e| Error::io("mmap", e))?;
+        let state =
+            WriteMap::new(fd.as_fd(), size_of::<u32>()).map_err(|e| Error::io("mmap", e))?;
         let slot = Slot {
             fd,
             state,
@@ -135,7 +136,10 @@ impl Pool {
     /// Slots the pool holds, lent or free.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

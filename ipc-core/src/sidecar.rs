@@ -8,7 +8,7 @@
 //! A descriptor serialized or deserialized with no scope active (into JSON,
 //! say) is an error, never a bare number.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -63,6 +63,11 @@ struct DecodeScope {
 thread_local! {
     static ENCODE: RefCell<Option<EncodeScope>> = const { RefCell::new(None) };
     static DECODE: RefCell<Option<DecodeScope>> = const { RefCell::new(None) };
+    /// `Some` while the innermost decode scope is one for a message that
+    /// came with no descriptors: all it can record is the first index the
+    /// body named. Most messages carry none, and this scope is a plain
+    /// `Cell` to swap, where a full one moves a vector in and out.
+    static EMPTY: Cell<Option<Option<u32>>> = const { Cell::new(None) };
 }
 
 /// Runs `encode` with a fresh encode scope. Descriptors it serializes are
@@ -128,11 +133,13 @@ pub(crate) fn restore<T, E>(
 ) -> Result<T, Failure<E>> {
     struct Restore<'a> {
         outer: Option<DecodeScope>,
+        outer_empty: Option<Option<u32>>,
         slots: &'a mut Vec<Option<OwnedFd>>,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             let ours = DECODE.with(|s| s.replace(self.outer.take()));
+            EMPTY.set(self.outer_empty);
             if let Some(mut ours) = ours {
                 ours.slots.clear(); // closes what was not taken
                 *self.slots = ours.slots;
@@ -140,12 +147,21 @@ pub(crate) fn restore<T, E>(
         }
     }
 
+    if slots.is_empty() {
+        return restore_empty(decode);
+    }
     let scope = DecodeScope {
         slots: std::mem::take(slots),
         fault: None,
     };
     let outer = DECODE.with(|s| s.replace(Some(scope)));
-    let _restore = Restore { outer, slots };
+    // This scope is the innermost now, not an empty one around it.
+    let outer_empty = EMPTY.replace(None);
+    let _restore = Restore {
+        outer,
+        outer_empty,
+        slots,
+    };
     let result = decode();
     DECODE.with(|s| {
         let mut state = s.borrow_mut();
@@ -163,11 +179,34 @@ pub(crate) fn restore<T, E>(
     })
 }
 
+/// [`restore`] for a message with no descriptors.
+fn restore_empty<T, E>(decode: impl FnOnce() -> Result<T, E>) -> Result<T, Failure<E>> {
+    struct Restore(Option<Option<u32>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            EMPTY.set(self.0);
+        }
+    }
+
+    let restore = Restore(EMPTY.replace(Some(None)));
+    let result = decode();
+    let named = EMPTY.get().flatten();
+    drop(restore);
+    match named {
+        Some(index) => Err(Failure::Fault(Fault::OutOfRange { index, count: 0 })),
+        None => result.map_err(Failure::Decode),
+    }
+}
+
 /// Called by a descriptor's `Deserialize`: takes the descriptor at `index`.
 ///
 /// A fault is also recorded in the scope, because serde's error types do not
 /// all keep a custom message (postcard's does not); `restore` reports it.
 pub(crate) fn take(index: u32) -> Result<OwnedFd, String> {
+    if let Some(named) = EMPTY.get() {
+        EMPTY.set(Some(named.or(Some(index))));
+        return Err(Fault::OutOfRange { index, count: 0 }.to_string());
+    }
     DECODE.with(|s| match s.borrow_mut().as_mut() {
         Some(scope) => {
             let count = scope.slots.len();
@@ -189,6 +228,10 @@ pub(crate) fn take(index: u32) -> Result<OwnedFd, String> {
 /// Records that a descriptor was taken but refused (wrong kind, bad seals)
 /// and returns the message for serde's error.
 pub(crate) fn reject(why: String) -> String {
+    if EMPTY.get().is_some() {
+        // Nothing was taken in an empty scope, so nothing can be refused.
+        return why;
+    }
     DECODE.with(|s| {
         if let Some(scope) = s.borrow_mut().as_mut() {
             scope.fault.get_or_insert(Fault::Rejected(why.clone()));
@@ -279,6 +322,46 @@ mod tests {
         assert_eq!(got, Err(Failure::Decode("bad bytes")));
         assert!(slots.is_empty());
 
+        assert_eq!(take(0).unwrap_err(), OUTSIDE_DECODE);
+    }
+
+    #[test]
+    fn a_message_without_descriptors_that_names_one_is_a_fault() {
+        let mut slots = Vec::new();
+        let got = restore(&mut slots, || take(3).map(drop));
+        assert_eq!(
+            got,
+            Err(Failure::Fault(Fault::OutOfRange { index: 3, count: 0 }))
+        );
+        let got = restore(&mut slots, || Ok::<_, ()>(7));
+        assert_eq!(got, Ok(7), "the fault stayed with its scope");
+        assert_eq!(take(0).unwrap_err(), OUTSIDE_DECODE);
+    }
+
+    #[test]
+    fn empty_and_full_scopes_nest_either_way() {
+        let mut outer: Vec<_> = files(1).into_iter().map(Some).collect();
+        let got = restore(&mut outer, || {
+            let inner = restore(&mut Vec::new(), || take(0).map(drop));
+            assert_eq!(
+                inner,
+                Err(Failure::Fault(Fault::OutOfRange { index: 0, count: 0 }))
+            );
+            // The outer scope's descriptor is still there for the outer body.
+            take(0).map(drop)
+        });
+        assert_eq!(got, Ok(()));
+
+        let got = restore(&mut Vec::new(), || {
+            let mut inner: Vec<_> = files(1).into_iter().map(Some).collect();
+            let taken = restore(&mut inner, || take(0).map(drop));
+            assert_eq!(taken, Ok(()));
+            take(1).map(drop)
+        });
+        assert_eq!(
+            got,
+            Err(Failure::Fault(Fault::OutOfRange { index: 1, count: 0 }))
+        );
         assert_eq!(take(0).unwrap_err(), OUTSIDE_DECODE);
     }
 

@@ -422,9 +422,8 @@ impl Inbox {
                 let len = lent.check(header.body_len)?;
                 let copied = lent.read(spill(&mut self.spill, len));
                 drop(lent);
-                let result = copied.and_then(|()| {
-                    decode_body(&self.spill[..len], &mut self.fds, &mut self.slots)
-                });
+                let result = copied
+                    .and_then(|()| decode_body(&self.spill[..len], &mut self.fds, &mut self.slots));
                 if self.spill.len() > pool::POOL_BODY_MAX {
                     // Only bodies the pool sends are worth keeping room for.
                     self.spill = Vec::new();
@@ -442,9 +441,9 @@ impl Inbox {
                 "an out-of-line body came with inline bytes as well".into(),
             ));
         }
-        self.fds.pop().ok_or_else(|| {
-            Error::Descriptor("an out-of-line body came without its memfd".into())
-        })
+        self.fds
+            .pop()
+            .ok_or_else(|| Error::Descriptor("an out-of-line body came without its memfd".into()))
     }
 }
 
