@@ -191,7 +191,8 @@ fn big_bodies(c: &mut Criterion) {
 }
 
 /// Body sizes from 64 B to 256 MiB, sent and received in one process: the
-/// inline path up to 64 KiB, a sealed memfd above. No cliff at the border.
+/// inline path up to 64 KiB, a memfd of the sender's pool above (a fresh
+/// sealed one past 32 MiB). No cliff at the border.
 /// Each iteration also clones the body, as a sender that keeps its copy
 /// would.
 fn size_sweep(c: &mut Criterion) {

@@ -180,7 +180,8 @@ fn large_bodies_reuse_a_few_memfds_and_arrive_intact() {
     let before = fd_count();
     let (tx, rx) = channel::<Numbered>().unwrap();
     let size = |n: u32| 70_000 + (n as usize * 37_000) % 2_000_000;
-    let child = fork_child(move || {
+    let child = fork_child(|| {
+        close_in_child(&rx);
         for n in 0..300 {
             tx.send(Numbered::new(n, size(n))).unwrap();
         }
@@ -188,6 +189,7 @@ fn large_bodies_reuse_a_few_memfds_and_arrive_intact() {
         // A process exit code is all the parent sees.
         assert!((1..=4).contains(&pooled), "{pooled} pooled memfds");
     });
+    drop(tx);
     for n in 0..300 {
         let message = rx.recv().unwrap();
         assert_eq!(message.n, n);
@@ -222,6 +224,43 @@ fn a_sender_running_ahead_never_overwrites_a_body_not_yet_read() {
     assert_eq!(fds_naming(POOLED), lent, "the pool grew");
     drop(tx);
     assert_eq!(fds_naming(POOLED), 0, "the pool outlived its sender");
+}
+
+#[test]
+fn processes_that_share_a_sender_after_fork_never_write_one_memfd_at_once() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    // The pool has a free memfd before the fork: every child inherits it.
+    tx.send(Numbered::new(0, 100_000)).unwrap();
+    rx.recv().unwrap().check(100_000);
+    const CHILDREN: u32 = 3;
+    const EACH: u32 = 200;
+    let children: Vec<_> = (0..CHILDREN)
+        .map(|c| {
+            let tx = tx.clone();
+            let rx = &rx;
+            fork_child(move || {
+                // So that a child blocked on a full socket sees the parent go.
+                close_in_child(rx);
+                for i in 0..EACH {
+                    let n = c * EACH + i;
+                    tx.send(Numbered::new(n, 80_000 + (n as usize % 7) * 10_000))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut seen = vec![false; (CHILDREN * EACH) as usize];
+    for _ in 0..CHILDREN * EACH {
+        let message = rx.recv().unwrap();
+        message.check(80_000 + (message.n as usize % 7) * 10_000);
+        assert!(!std::mem::replace(&mut seen[message.n as usize], true));
+    }
+    for child in children {
+        child.join();
+    }
+    assert!(matches!(rx.recv(), Err(Error::Disconnected)));
 }
 
 #[test]

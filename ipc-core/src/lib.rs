@@ -65,9 +65,12 @@
 //! and control messages are errors. On every error, every descriptor that
 //! came with the message is closed and the channel stays usable.
 //!
-//! Bodies over 64 KiB travel out of line in a memfd the sender seals before
-//! it sends and the receiver checks before it reads, so message size has no
+//! Bodies over 64 KiB travel out of line in a memfd, so message size has no
 //! ceiling but memory and [`Limits`], and the receive buffer stays fixed.
+//! Either the receiver copies the body into its own memory before it
+//! decodes it (a memfd the sender reuses, up to 32 MiB) or the sender seals
+//! the memfd before it sends and the receiver checks the seals before it
+//! reads: a peer cannot change a body while it is decoded.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
