@@ -50,16 +50,20 @@ pub fn descriptors(kinds: &[u8]) -> Vec<OwnedFd> {
             2 => channel::<u8>()
                 .ok()
                 .and_then(|(tx, _)| OwnedFd::try_from(tx).ok()),
-            3 => memfd(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK),
-            4 => memfd(SealFlag::empty()),
-            _ => memfd(SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK),
+            3 => memfd(
+                SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK,
+                4096,
+            ),
+            // Two pages: a pooled body (wire kind 2) of up to 4096 bytes.
+            4 => memfd(SealFlag::empty(), 8192),
+            _ => memfd(SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK, 4096),
         })
         .collect()
 }
 
-fn memfd(seals: SealFlag) -> Option<OwnedFd> {
+fn memfd(seals: SealFlag, len: i64) -> Option<OwnedFd> {
     let fd = memfd_create(c"fuzz", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).ok()?;
-    nix::unistd::ftruncate(&fd, 4096).ok()?;
+    nix::unistd::ftruncate(&fd, len).ok()?;
     if !seals.is_empty() {
         fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).ok()?;
     }

@@ -152,9 +152,15 @@ pub(crate) fn check(fd: &OwnedFd, len: u64) -> Result<usize, Error> {
     let write_and_size = sealing::SIZE_SEALS.union(nix::fcntl::SealFlag::F_SEAL_WRITE);
     let size =
         sealing::check(fd, write_and_size, "the out-of-line body").map_err(Error::Descriptor)?;
-    if size < len {
+    fits("the out-of-line body", size, len)
+}
+
+/// Checks that `held` bytes of `what` are enough for a body of `len`;
+/// returns `len` as a size.
+fn fits(what: &str, held: u64, len: u64) -> Result<usize, Error> {
+    if held < len {
         return Err(Error::Descriptor(format!(
-            "the out-of-line body holds {size} bytes but the header announces {len}"
+            "{what} holds {held} bytes but the header announces {len}"
         )));
     }
     usize::try_from(len).map_err(|_| Error::TooLarge {
@@ -188,36 +194,26 @@ pub(crate) fn map(fd: &OwnedFd, len: usize) -> Result<ReadMap, Error> {
 #[derive(Debug)]
 pub(crate) struct Lent {
     fd: OwnedFd,
+    /// The memfd's size when it arrived.
+    size: u64,
 }
 
 impl Lent {
     /// Accepts the descriptor of a pooled body. Only a memfd is read or
     /// written: any other file could block a read (a FIFO, a FUSE file).
+    /// The memfd needs no seals: its body is copied before it is decoded.
     pub(crate) fn accept(fd: OwnedFd) -> Result<Lent, Error> {
-        match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GET_SEALS) {
-            Ok(_) => Ok(Lent { fd }),
-            Err(_) => Err(Error::Descriptor(
-                "the pooled body is not a memfd; the peer does not follow the protocol".into(),
-            )),
-        }
+        let size = sealing::check(&fd, nix::fcntl::SealFlag::empty(), "the pooled body")
+            .map_err(Error::Descriptor)?;
+        Ok(Lent { fd, size })
     }
 
     /// Checks that the memfd holds a body of `len` bytes, before any
-    /// memory is set aside for it; returns `len` as a size.
+    /// memory is set aside for it; returns `len` as a size. (A peer that
+    /// shrinks it later makes the copy come up short: an error too.)
     pub(crate) fn check(&self, len: u64) -> Result<usize, Error> {
-        let size = nix::sys::stat::fstat(&self.fd)
-            .map_err(|e| Error::io("fstat", e))?
-            .st_size as u64;
-        let body = size.saturating_sub(pool::BODY_OFFSET);
-        if body < len {
-            return Err(Error::Descriptor(format!(
-                "the pooled body holds {body} bytes but the header announces {len}"
-            )));
-        }
-        usize::try_from(len).map_err(|_| Error::TooLarge {
-            len,
-            max: usize::MAX as u64,
-        })
+        let held = self.size.saturating_sub(pool::BODY_OFFSET);
+        fits("the pooled body", held, len)
     }
 
     /// Copies the body, `out.len()` bytes, into `out`.
