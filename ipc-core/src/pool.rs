@@ -19,6 +19,12 @@
 //! bodies per socket, bodies up to [`POOL_BODY_MAX`]. Anything else (a
 //! bigger body, every slot still lent) travels in a fresh sealed memfd, as
 //! it would without a pool. The memfds close with the socket.
+//!
+//! The pool is per socket, never shared between peers: a receiver may keep
+//! a duplicate of every memfd it was lent, so a slot written again is read
+//! (and writable) by all who held it before. Within one socket that is only
+//! the peer itself; across sockets it would let one peer read and rewrite
+//! the messages sent to another.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
