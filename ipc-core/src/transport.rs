@@ -418,6 +418,16 @@ impl Inbox {
                 // From here on the slot goes back to the sender on every path.
                 let lent = body::Lent::accept(memfd)?;
                 check_len(&header, limits)?;
+                if header.body_len > pool::POOL_BODY_MAX as u64 {
+                    // Copied before it is decoded: without this bound a
+                    // sparse memfd would cost its whole length in memory.
+                    return Err(Error::Decode(format!(
+                        "a pooled body of {} bytes is larger than any sender pools ({} bytes); \
+                         the peer does not follow the protocol",
+                        header.body_len,
+                        pool::POOL_BODY_MAX
+                    )));
+                }
                 check_own_count(self.fds.len(), limits)?;
                 let len = lent.check(header.body_len)?;
                 let copied = lent.read(spill(&mut self.spill, len));
