@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use ipc_core::{channel, Connection, Error, IpcMessage, Sender};
@@ -173,6 +174,8 @@ impl Numbered {
 
 /// The memfds of a sender's pool, by the name it gives them.
 const POOLED: &str = "ipc-core-pooled-body";
+/// How many a socket's pool keeps at most.
+const SLOTS: usize = 4;
 
 #[test]
 fn large_bodies_reuse_a_few_memfds_and_arrive_intact() {
@@ -206,8 +209,9 @@ fn a_sender_running_ahead_never_overwrites_a_body_not_yet_read() {
     let (tx, rx) = channel::<Numbered>().unwrap();
     // More messages in flight than the pool has memfds: the rest travel in
     // sealed ones, and none is written over before it is read.
+    // try_send: a blocking send would wait here for a memfd to come back.
     for n in 0..10 {
-        tx.send(Numbered::new(n, 100_000)).unwrap();
+        tx.try_send(Numbered::new(n, 100_000)).unwrap();
     }
     let lent = fds_naming(POOLED);
     assert!((1..=4).contains(&lent), "{lent} pooled memfds");
@@ -224,6 +228,51 @@ fn a_sender_running_ahead_never_overwrites_a_body_not_yet_read() {
     assert_eq!(fds_naming(POOLED), lent, "the pool grew");
     drop(tx);
     assert_eq!(fds_naming(POOLED), 0, "the pool outlived its sender");
+}
+
+/// Bytes queued for the receiver of `rx` (`SIOCINQ`): on a seqpacket
+/// socket, the sum of every queued datagram.
+fn queued_bytes(rx: &impl AsFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a pointer to `n`, valid for
+    // writes for the call.
+    let rc = unsafe { nix::libc::ioctl(rx.as_fd().as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD");
+    n as usize
+}
+
+#[test]
+fn a_blocking_sender_far_ahead_waits_for_its_receiver() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    const MESSAGES: u32 = 12;
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        for n in 0..MESSAGES {
+            tx.send(Numbered::new(n, 1 << 20)).unwrap();
+        }
+    });
+    drop(tx);
+    // The sender fills its pool (each message a 16-byte datagram and a
+    // memfd), then waits: no fresh memfd per queued message.
+    let full = SLOTS * 16;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queued_bytes(&rx) < full && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        queued_bytes(&rx),
+        full,
+        "the sender did not wait for its pool"
+    );
+    // Receiving hands the memfds back, and the sender goes on to the end.
+    for n in 0..MESSAGES {
+        let message = rx.recv().unwrap();
+        assert_eq!(message.n, n);
+        message.check(1 << 20);
+    }
+    child.join();
 }
 
 #[test]

@@ -64,6 +64,13 @@ impl<T> Sender<T> {
 impl<T: Serialize> Sender<T> {
     /// Sends a message, waiting while the socket buffer is full.
     ///
+    /// A body over 64 KiB travels in a memfd of this socket's pool (up to 4
+    /// of them, 64 MiB in all) that the receiver hands back once it has
+    /// copied the body. While all are lent and the receiver has yet to take
+    /// earlier messages, `send` waits for it, as it waits for room in the
+    /// socket: a sender far ahead of its receiver keeps a bounded amount of
+    /// memory in flight, not a memfd per queued message.
+    ///
     /// Descriptors in the message are duplicated into the receiver when the
     /// datagram is queued; the message is then dropped, closing this side's
     /// copies. On failure the message comes back in the [`SendError`], every
@@ -96,6 +103,9 @@ impl<T: Serialize> Sender<T> {
     }
 
     /// Sends a message if the socket buffer has room, without waiting.
+    ///
+    /// It never waits for the pool of [`send`](Sender::send) either: with
+    /// every pooled memfd lent, a large body goes in a fresh sealed memfd.
     ///
     /// # Errors
     ///

@@ -54,11 +54,18 @@ pub(crate) const BUDGET: usize = 64 << 20;
 pub(crate) const FREE: u32 = 0;
 const LENT: u32 = 1;
 
-/// One reusable memfd and the sender's mapping of its state word.
+/// One reusable memfd and the sender's mappings of it.
 #[derive(Debug)]
 struct Slot {
     fd: OwnedFd,
+    /// The state word, mapped for the slot's life: `claim` reads it while
+    /// the holder of a lease may be remapping the body.
     state: WriteMap,
+    /// The whole file, state page included (a mapping starts on a page),
+    /// kept from one message to the next so that writing a body is a
+    /// `memcpy` into pages already mapped. Only the holder of a lease
+    /// touches it.
+    body: Mutex<Option<WriteMap>>,
     /// The largest body this slot has held: what its pages cost.
     capacity: AtomicUsize,
 }
@@ -77,6 +84,7 @@ impl Slot {
         let slot = Slot {
             fd,
             state,
+            body: Mutex::new(None),
             capacity: AtomicUsize::new(0),
         };
         slot.word()
@@ -109,34 +117,71 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    #[cfg(test)]
+    fn new() -> Pool {
+        Pool::default()
+    }
+}
+
+/// What [`Pool::claim`] found.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// A slot, lent to the caller.
+    Lease(Lease),
+    /// Every slot that could take the body is lent: one handed back will.
+    Busy,
+    /// The pool cannot take this body: too large, more than its slots may
+    /// grow to, or no new memfd could be made.
+    Never,
+}
+
+impl Claim {
+    /// The lease, if there is one.
+    #[cfg(test)]
+    fn lease(self) -> Option<Lease> {
+        match self {
+            Claim::Lease(lease) => Some(lease),
+            _ => None,
+        }
+    }
+}
+
+impl Pool {
     /// A slot for a body of `len` bytes: a free one that is large enough, a
-    /// free one that may grow within the budget, or a new one. `None` when
-    /// the body is too large for the pool or every slot is lent.
-    pub(crate) fn claim(&self, len: usize) -> Option<Lease> {
+    /// free one that may grow within the budget, or a new one.
+    pub(crate) fn claim(&self, len: usize) -> Claim {
         if len > POOL_BODY_MAX {
-            return None;
+            return Claim::Never;
         }
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(slot) = slots
             .iter()
             .find(|slot| slot.capacity() >= len && slot.try_claim())
         {
-            return Some(Lease::new(slot.clone(), len));
+            return Claim::Lease(Lease::new(slot.clone(), len));
         }
         let total: usize = slots.iter().map(|slot| slot.capacity()).sum();
-        if let Some(slot) = slots
-            .iter()
-            .find(|slot| total - slot.capacity() + len <= BUDGET && slot.try_claim())
-        {
-            return Some(Lease::new(slot.clone(), len));
+        let fits = |slot: &Arc<Slot>| total - slot.capacity() + len <= BUDGET;
+        if let Some(slot) = slots.iter().find(|slot| fits(slot) && slot.try_claim()) {
+            return Claim::Lease(Lease::new(slot.clone(), len));
         }
         if slots.len() < SLOTS && total + len <= BUDGET {
             // Out of descriptors or memory: the sealed path reports it.
-            let slot = Arc::new(Slot::new().ok()?);
+            let Ok(slot) = Slot::new() else {
+                return Claim::Never;
+            };
+            let slot = Arc::new(slot);
             slots.push(slot.clone());
-            return Some(Lease::new(slot, len));
+            return Claim::Lease(Lease::new(slot, len));
         }
-        None
+        if slots
+            .iter()
+            .any(|slot| slot.capacity() >= len || fits(slot))
+        {
+            Claim::Busy
+        } else {
+            Claim::Never
+        }
     }
 
     /// Slots the pool holds, lent or free.
@@ -163,9 +208,46 @@ impl Lease {
         Lease { slot, sent: false }
     }
 
-    /// The memfd to write the body into, at [`BODY_OFFSET`].
+    /// The memfd the body is in, at [`BODY_OFFSET`].
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.slot.fd.as_fd()
+    }
+
+    /// Runs `write` on the body's place in the memfd, at least `len` bytes
+    /// long, through the slot's mapping: grown (the file and the mapping)
+    /// when it is too small, kept otherwise.
+    pub(crate) fn write_with<R>(
+        &self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, Error> {
+        let mut body = self
+            .slot
+            .body
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let offset = BODY_OFFSET as usize;
+        let mapped = body.as_ref().map_or(0, |map| map.bytes().len());
+        if mapped < offset + len {
+            // Whole pages, and room to grow a little before the next remap.
+            let want = (offset + len).next_multiple_of(1 << 16);
+            *body = None;
+            let size = nix::sys::stat::fstat(&self.slot.fd)
+                .map_err(|e| Error::io("fstat", e))?
+                .st_size as usize;
+            if size < want {
+                nix::unistd::ftruncate(&self.slot.fd, want as i64)
+                    .map_err(|e| Error::io("ftruncate", e))?;
+            }
+            // The file cannot shrink (sealed), so the mapping stays backed.
+            let map =
+                WriteMap::new(self.slot.fd.as_fd(), want).map_err(|e| Error::io("mmap", e))?;
+            *body = Some(map);
+        }
+        let Some(map) = body.as_mut() else {
+            unreachable!("mapped above")
+        };
+        Ok(write(&mut map.bytes_mut()[offset..]))
     }
 
     /// Records that `len` bytes were written (a `Serialize` impl may write
@@ -203,50 +285,68 @@ mod tests {
 
     #[test]
     fn a_handed_back_slot_is_reused() {
-        let pool = Pool::default();
-        let first = pool.claim(100_000).unwrap();
+        let pool = Pool::new();
+        let first = pool.claim(100_000).lease().unwrap();
         let first_fd = first.fd().as_raw_fd();
         first.sent();
         // Still lent: a second claim makes a second slot.
-        let second = pool.claim(100_000).unwrap();
+        let second = pool.claim(100_000).lease().unwrap();
         assert_ne!(second.fd().as_raw_fd(), first_fd);
         hand_back(&second);
         let second_fd = second.fd().as_raw_fd();
         second.sent();
-        let third = pool.claim(50_000).unwrap();
+        let third = pool.claim(50_000).lease().unwrap();
         assert_eq!(third.fd().as_raw_fd(), second_fd);
         assert_eq!(pool.len(), 2);
     }
 
     #[test]
     fn an_unsent_lease_frees_its_slot() {
-        let pool = Pool::default();
-        drop(pool.claim(1000).unwrap());
-        pool.claim(1000).unwrap().sent();
+        let pool = Pool::new();
+        drop(pool.claim(1000).lease().unwrap());
+        pool.claim(1000).lease().unwrap().sent();
         assert_eq!(pool.len(), 1);
     }
 
     #[test]
     fn the_pool_is_bounded_in_slots() {
-        let pool = Pool::default();
-        assert!(pool.claim(POOL_BODY_MAX + 1).is_none());
-        let leases: Vec<_> = (0..SLOTS).map(|_| pool.claim(1000).unwrap()).collect();
-        assert!(pool.claim(1000).is_none(), "every slot is lent");
+        let pool = Pool::new();
+        assert!(matches!(pool.claim(POOL_BODY_MAX + 1), Claim::Never));
+        let leases: Vec<_> = (0..SLOTS)
+            .map(|_| pool.claim(1000).lease().unwrap())
+            .collect();
+        assert!(
+            matches!(pool.claim(1000), Claim::Busy),
+            "every slot is lent"
+        );
         drop(leases);
-        assert!(pool.claim(1000).is_some());
+        assert!(pool.claim(1000).lease().is_some());
         assert_eq!(pool.len(), SLOTS);
     }
 
     #[test]
     fn the_pool_is_bounded_in_bytes() {
-        let pool = Pool::default();
+        let pool = Pool::new();
         let big: Vec<_> = (0..BUDGET / POOL_BODY_MAX)
-            .map(|_| pool.claim(POOL_BODY_MAX).unwrap())
+            .map(|_| pool.claim(POOL_BODY_MAX).lease().unwrap())
             .collect();
-        assert!(pool.claim(1).is_none(), "over the byte budget");
+        assert!(matches!(pool.claim(1), Claim::Busy), "over the byte budget");
         drop(big);
         // A free slot is grown rather than a new one made past the budget.
-        assert!(pool.claim(POOL_BODY_MAX).is_some());
+        assert!(pool.claim(POOL_BODY_MAX).lease().is_some());
         assert_eq!(pool.len(), BUDGET / POOL_BODY_MAX);
+    }
+
+    #[test]
+    fn a_body_the_slots_cannot_grow_to_is_never_pooled() {
+        let pool = Pool::new();
+        let quarter = BUDGET / SLOTS;
+        let leases: Vec<_> = (0..SLOTS)
+            .map(|_| pool.claim(quarter).lease().unwrap())
+            .collect();
+        drop(leases);
+        // Every slot is free, but growing one to this size would pass the
+        // budget: waiting for a hand-back would never help.
+        assert!(matches!(pool.claim(quarter + 1), Claim::Never));
     }
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::body;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::pool::{self, Pool};
+use crate::pool::{self, Claim, Pool};
 use crate::sidecar::{self, Failure};
 use crate::sys::socket::{self, Received, MAX_FDS};
 use crate::wire::{Body, Header, DATAGRAM_MAX, HEADER_LEN};
@@ -172,13 +172,30 @@ impl Outbox {
         .map_err(encode_error)?;
         // The body's memfd takes one place in the sidecar.
         check_count(self.fds.len() + 1, MAX_FDS)?;
-        if let Some(lease) = socket.pool.claim(size) {
-            let body_len = self.stream(message, lease.fd(), pool::BODY_OFFSET)?;
-            lease.wrote(body_len);
-            self.transmit_body(socket, Body::Pooled, body_len, lease.fd(), dontwait)?;
-            // The receiver frees the slot once it has copied the body.
-            lease.sent();
-            return Ok(());
+        let mut claim = socket.pool.claim(size);
+        if matches!(claim, Claim::Busy) && !dontwait {
+            claim = wait_for_slot(socket, size);
+        }
+        if let Claim::Lease(lease) = claim {
+            let fds = &mut self.fds;
+            let written = lease.write_with(size, |room| {
+                sidecar::collect(fds, || {
+                    postcard::to_slice(message, room).map(|body| body.len())
+                })
+            })?;
+            match written {
+                Ok(body_len) => {
+                    lease.wrote(body_len);
+                    self.transmit_body(socket, Body::Pooled, body_len, lease.fd(), dontwait)?;
+                    // The receiver frees the slot once it has copied the body.
+                    lease.sent();
+                    return Ok(());
+                }
+                // The message grew between the passes (a Serialize impl
+                // that is not deterministic): stream it instead.
+                Err(postcard::Error::SerializeBufferFull) => {}
+                Err(e) => return Err(encode_error(e)),
+            }
         }
         let memfd = body::create()?;
         let body_len = self.stream(message, memfd.as_fd(), 0)?;
@@ -232,6 +249,29 @@ impl Outbox {
             &self.fds,
             dontwait,
         )
+    }
+}
+
+/// Every slot of the pool that could take a body is lent. While messages
+/// this side sent are still unread, the receiver is behind: wait for it to
+/// hand a slot back, as a send into a full socket waits for room, so that
+/// a sender far ahead keeps no more than the pool's budget in flight.
+/// Once nothing is unread, a slot still lent is kept by a receiver that
+/// does not hand back (or is mid-copy): stop waiting, the body goes in a
+/// fresh sealed memfd.
+fn wait_for_slot(socket: &Socket, size: usize) -> Claim {
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match socket::unread_bytes(socket.as_fd()) {
+            Ok(0) | Err(_) => return Claim::Never,
+            Ok(_) => {}
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(1));
+        match socket.pool.claim(size) {
+            Claim::Busy => continue,
+            claim => return claim,
+        }
     }
 }
 

@@ -256,6 +256,21 @@ fn int_option(
     }
 }
 
+/// Bytes of datagrams this end sent that its peer has not received yet:
+/// 0 once the peer has taken every one (or has closed its end, which drops
+/// them). `SIOCOUTQ`, which Linux numbers as `TIOCOUTQ`.
+pub(crate) fn unread_bytes(socket: BorrowedFd<'_>) -> Result<usize, Errno> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points at
+    // `value`, valid for writes for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut value) };
+    if rc == 0 {
+        Ok(value.max(0) as usize)
+    } else {
+        Err(Errno::last())
+    }
+}
+
 /// Whether `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket, the only kind a
 /// channel end can be.
 pub(crate) fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
