@@ -275,11 +275,13 @@ fn wait_for_slot(socket: &Socket, size: usize) -> Claim {
     }
 }
 
+#[inline]
 fn head_array(head: &mut [u8]) -> &mut [u8; HEADER_LEN] {
     head.first_chunk_mut::<HEADER_LEN>()
         .unwrap_or_else(|| unreachable!("the datagram buffer is longer than a header"))
 }
 
+#[inline]
 fn check_count(count: usize, max: usize) -> Result<()> {
     if count > max {
         Err(Error::TooManyDescriptors { count, max })
@@ -288,6 +290,7 @@ fn check_count(count: usize, max: usize) -> Result<()> {
     }
 }
 
+#[inline]
 fn transmit(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd], dontwait: bool) -> Result<()> {
     loop {
         match socket::send(socket, datagram, fds, dontwait) {
@@ -358,6 +361,7 @@ impl Inbox {
         result
     }
 
+    #[inline]
     fn receive(&mut self, socket: BorrowedFd<'_>, room: usize, wait: Wait) -> Result<Received> {
         loop {
             let dontwait = match wait {
@@ -506,6 +510,7 @@ fn spill(spill: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut spill[..len]
 }
 
+#[inline]
 fn check_len(header: &Header, limits: &Limits) -> Result<()> {
     if header.body_len > limits.max_bytes() {
         return Err(Error::TooLarge {
@@ -516,6 +521,7 @@ fn check_len(header: &Header, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+#[inline]
 fn check_own_count(count: usize, limits: &Limits) -> Result<()> {
     if count > limits.max_descriptors() {
         return Err(Error::Descriptor(format!(
@@ -534,7 +540,9 @@ fn decode_body<T: DeserializeOwned>(
     slots: &mut Vec<Option<OwnedFd>>,
 ) -> Result<T> {
     slots.clear();
-    slots.extend(fds.drain(..).map(Some));
+    if !fds.is_empty() {
+        slots.extend(fds.drain(..).map(Some));
+    }
     let decoded = sidecar::restore(slots, || {
         let (message, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| e.to_string())?;
         if !rest.is_empty() {

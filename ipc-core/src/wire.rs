@@ -83,6 +83,7 @@ impl fmt::Display for HeaderError {
 
 impl Header {
     /// Writes the header into the first `HEADER_LEN` bytes of `out`.
+    #[inline]
     pub(crate) fn write(&self, out: &mut [u8; HEADER_LEN]) {
         out[0..2].copy_from_slice(&MAGIC);
         out[2] = VERSION;
@@ -96,6 +97,7 @@ impl Header {
     }
 
     /// Reads the header at the start of a datagram.
+    #[inline]
     pub(crate) fn parse(datagram: &[u8]) -> Result<Header, HeaderError> {
         let Some(bytes) = datagram.first_chunk::<HEADER_LEN>() else {
             return Err(HeaderError::Short(datagram.len()));

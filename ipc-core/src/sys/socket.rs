@@ -56,6 +56,7 @@ pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
 /// message being sent); a number that is not open is `EBADF`, nothing worse.
 /// `MSG_NOSIGNAL` is always set: a closed peer is `EPIPE`, never `SIGPIPE`.
 /// With `dontwait`, a full socket buffer is `EAGAIN` instead of blocking.
+#[inline]
 pub(crate) fn send(
     socket: BorrowedFd<'_>,
     bytes: &[u8],
@@ -146,6 +147,7 @@ pub(crate) struct Received {
 /// Receives one datagram into `buf`, its descriptors pushed onto `fds` as
 /// owned, close-on-exec descriptors. Room is made for at most `max_fds`
 /// descriptors. Retries on `EINTR`; with `dontwait` an empty socket is `EAGAIN`.
+#[inline]
 pub(crate) fn recv(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
