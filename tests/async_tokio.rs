@@ -217,3 +217,54 @@ fn an_async_listener_serves_several_client_processes() {
     assert_eq!(fd_count(), before);
     drop(listener);
 }
+
+#[test]
+fn large_bodies_cross_async_ends_intact_and_an_async_send_never_waits_for_the_pool() {
+    let _serial = serial();
+    let before = fd_count();
+    let (tx, rx) = channel::<(u32, Vec<u8>)>().unwrap();
+    const MESSAGES: u32 = 20;
+    let body = |n: u32| vec![n as u8; 100_000 + n as usize * 10_000];
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tx = AsyncSender::new(tx);
+            // Nobody reads until every send is done: an async send must
+            // not wait for pooled memfds to come back (the reactor cannot
+            // see them), so the ones past the pool go sealed.
+            for n in 0..MESSAGES {
+                tx.send((n, body(n))).await.unwrap();
+            }
+        });
+    });
+    // The child must finish sending before anything is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        match waitpid(child.pid(), Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::Exited(_, 0) => break,
+            WaitStatus::StillAlive if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            WaitStatus::StillAlive => {
+                child.kill();
+                panic!("the async sender waited for its receiver");
+            }
+            status => panic!("child failed: {status:?}"),
+        }
+    }
+    runtime().block_on(async {
+        let rx = AsyncReceiver::new(rx);
+        for n in 0..MESSAGES {
+            let (got, bytes) = rx.recv().await.unwrap();
+            assert_eq!(got, n);
+            assert_eq!(bytes, body(n), "message {n}");
+        }
+        assert!(matches!(rx.recv().await, Err(Error::Disconnected)));
+    });
+    assert_eq!(fd_count(), before);
+}
