@@ -47,7 +47,7 @@
 //!
 //! # The pieces
 //!
-//! - [`channel`] gives a one-way [`Sender`]/[`Receiver`] pair;
+//! - [`channel`](fn@channel) gives a one-way [`Sender`]/[`Receiver`] pair;
 //!   [`Connection::pair`] a two-way one. All three are descriptors and travel
 //!   inside messages.
 //! - [`Fd<T>`] carries any descriptor type anywhere serde reaches.
