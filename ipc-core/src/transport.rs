@@ -3,9 +3,9 @@
 //! `Sender`, `Receiver` and `Connection` are thin typed faces over
 //! [`Socket`]. Buffers are per thread and reused: a send encodes into a fixed
 //! buffer and makes one `sendmsg`; a receive makes one `recvmsg` into a fixed
-//! buffer. Bodies over [`wire::INLINE_MAX`](crate::wire::INLINE_MAX) go through a memfd: one of the
-//! socket's reusable [`Pool`] when it has one free, a fresh sealed one
-//! otherwise.
+//! buffer. Bodies over [`INLINE_MAX`](crate::wire::INLINE_MAX) go through
+//! a memfd: one of the socket's reusable [`Pool`] when it has one free, a
+//! fresh sealed one otherwise.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
