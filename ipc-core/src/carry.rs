@@ -4,9 +4,10 @@
 //!
 //! The derive reads the field's type and writes a *shape*: a type that
 //! mirrors it, with [`Desc`](shape::Desc) where a descriptor sits and
-//! [`Plain`](shape::Plain) where an ordinary serde value does. `Option<(String, File)>` has the shape
-//! `Opt<(Plain, Desc)>`. [`Carry<Shape>`] is implemented for every type of
-//! that shape, so the compiler, not the macro, checks each leaf.
+//! [`Plain`](shape::Plain) where an ordinary serde value does.
+//! `Option<(String, File)>` has the shape `Opt<(Plain, Desc)>`.
+//! [`Carry<Shape>`] is implemented for every type of that shape, so the
+//! compiler, not the macro, checks each leaf.
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
