@@ -16,9 +16,12 @@
 //! ```
 //!
 //! The pool is bounded: at most [`SLOTS`] memfds and [`BUDGET`] bytes of
-//! bodies per socket, bodies up to [`POOL_BODY_MAX`]. Anything else (a
-//! bigger body, every slot still lent) travels in a fresh sealed memfd, as
-//! it would without a pool. The memfds close with the socket.
+//! bodies per socket, bodies up to [`POOL_BODY_MAX`]. A blocking send that
+//! finds every slot lent ([`Claim::Busy`]) waits for one while the receiver
+//! is behind (see `transport`); anything else (a bigger body, a send that
+//! must not wait, a receiver that does not hand back) travels in a fresh
+//! sealed memfd, as it would without a pool. The memfds close with the
+//! socket.
 //!
 //! The pool is per socket, never shared between peers: a receiver may keep
 //! a duplicate of every memfd it was lent, so a slot written again is read
