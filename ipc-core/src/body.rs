@@ -9,9 +9,11 @@
 //!   `pread` up to [`COPY_MAX`] (mapping and unmapping cost more than
 //!   copying that much), decoded straight from a read-only mapping above.
 //!
-//! The sender streams a body into its memfd with `pwrite(2)` as postcard
-//! produces it ([`Stream`]): no mapping, and a large byte string goes from
-//! the message to the kernel in one copy.
+//! The sender serializes a pooled body straight into its kept mapping of
+//! the memfd (see `pool`), and streams any other body into a fresh memfd
+//! with `pwrite(2)` as postcard produces it ([`Stream`]): no mapping of
+//! pages that are new anyway, and a large byte string goes from the message
+//! to the kernel in one copy.
 
 use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -32,9 +34,6 @@ pub(crate) const COPY_MAX: usize = 1 << 20;
 /// fills each new page whole instead of zeroing it first.
 pub(crate) struct Stream<'a> {
     fd: BorrowedFd<'a>,
-    /// Where the body starts in the file. `pwrite`, not `write`: the
-    /// receiver shares the file offset of a descriptor passed to it.
-    start: u64,
     stage: &'a mut [u8],
     staged: usize,
     written: usize,
@@ -45,13 +44,11 @@ pub(crate) struct Stream<'a> {
 impl<'a> Stream<'a> {
     pub(crate) fn new(
         fd: BorrowedFd<'a>,
-        start: u64,
         stage: &'a mut [u8],
         failed: &'a Cell<Option<Errno>>,
     ) -> Self {
         Stream {
             fd,
-            start,
             stage,
             staged: 0,
             written: 0,
@@ -61,8 +58,7 @@ impl<'a> Stream<'a> {
 
     fn write_all(&mut self, mut bytes: &[u8]) -> postcard::Result<()> {
         while !bytes.is_empty() {
-            let offset = self.start + self.written as u64;
-            match nix::sys::uio::pwrite(self.fd, bytes, offset as i64) {
+            match nix::sys::uio::pwrite(self.fd, bytes, self.written as i64) {
                 Ok(n) => {
                     self.written += n;
                     bytes = &bytes[n..];

@@ -119,13 +119,6 @@ pub(crate) struct Pool {
     slots: Mutex<Vec<Arc<Slot>>>,
 }
 
-impl Pool {
-    #[cfg(test)]
-    fn new() -> Pool {
-        Pool::default()
-    }
-}
-
 /// What [`Pool::claim`] found.
 #[derive(Debug)]
 pub(crate) enum Claim {
@@ -230,25 +223,24 @@ impl Lease {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let offset = BODY_OFFSET as usize;
-        let mapped = body.as_ref().map_or(0, |map| map.bytes().len());
-        if mapped < offset + len {
-            // Whole pages, and room to grow a little before the next remap.
-            let want = (offset + len).next_multiple_of(1 << 16);
-            *body = None;
-            let size = nix::sys::stat::fstat(&self.slot.fd)
-                .map_err(|e| Error::io("fstat", e))?
-                .st_size as usize;
-            if size < want {
-                nix::unistd::ftruncate(&self.slot.fd, want as i64)
-                    .map_err(|e| Error::io("ftruncate", e))?;
+        let map = match body.take() {
+            Some(map) if map.bytes().len() >= offset + len => body.insert(map),
+            // None yet, or too small: dropped here, before the remap.
+            _ => {
+                // Whole pages, and room to grow a little before the next remap.
+                let want = (offset + len).next_multiple_of(1 << 16);
+                let size = nix::sys::stat::fstat(&self.slot.fd)
+                    .map_err(|e| Error::io("fstat", e))?
+                    .st_size as usize;
+                if size < want {
+                    nix::unistd::ftruncate(&self.slot.fd, want as i64)
+                        .map_err(|e| Error::io("ftruncate", e))?;
+                }
+                // The file cannot shrink (sealed), so the mapping stays backed.
+                let map =
+                    WriteMap::new(self.slot.fd.as_fd(), want).map_err(|e| Error::io("mmap", e))?;
+                body.insert(map)
             }
-            // The file cannot shrink (sealed), so the mapping stays backed.
-            let map =
-                WriteMap::new(self.slot.fd.as_fd(), want).map_err(|e| Error::io("mmap", e))?;
-            *body = Some(map);
-        }
-        let Some(map) = body.as_mut() else {
-            unreachable!("mapped above")
         };
         Ok(write(&mut map.bytes_mut()[offset..]))
     }
@@ -288,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_handed_back_slot_is_reused() {
-        let pool = Pool::new();
+        let pool = Pool::default();
         let first = pool.claim(100_000).lease().unwrap();
         let first_fd = first.fd().as_raw_fd();
         first.sent();
@@ -305,7 +297,7 @@ mod tests {
 
     #[test]
     fn an_unsent_lease_frees_its_slot() {
-        let pool = Pool::new();
+        let pool = Pool::default();
         drop(pool.claim(1000).lease().unwrap());
         pool.claim(1000).lease().unwrap().sent();
         assert_eq!(pool.len(), 1);
@@ -313,7 +305,7 @@ mod tests {
 
     #[test]
     fn the_pool_is_bounded_in_slots() {
-        let pool = Pool::new();
+        let pool = Pool::default();
         assert!(matches!(pool.claim(POOL_BODY_MAX + 1), Claim::Never));
         let leases: Vec<_> = (0..SLOTS)
             .map(|_| pool.claim(1000).lease().unwrap())
@@ -329,7 +321,7 @@ mod tests {
 
     #[test]
     fn the_pool_is_bounded_in_bytes() {
-        let pool = Pool::new();
+        let pool = Pool::default();
         let big: Vec<_> = (0..BUDGET / POOL_BODY_MAX)
             .map(|_| pool.claim(POOL_BODY_MAX).lease().unwrap())
             .collect();
@@ -342,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_body_the_slots_cannot_grow_to_is_never_pooled() {
-        let pool = Pool::new();
+        let pool = Pool::default();
         let quarter = BUDGET / SLOTS;
         let leases: Vec<_> = (0..SLOTS)
             .map(|_| pool.claim(quarter).lease().unwrap())

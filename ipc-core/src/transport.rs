@@ -198,23 +198,22 @@ impl Outbox {
             }
         }
         let memfd = body::create()?;
-        let body_len = self.stream(message, memfd.as_fd(), 0)?;
+        let body_len = self.stream(message, memfd.as_fd())?;
         body::seal(memfd.as_fd())?;
         self.transmit_body(socket, Body::OutOfLine, body_len, memfd.as_fd(), dontwait)
         // The peer has its own reference now; ours closes here.
     }
 
-    /// Streams `message` into `memfd` from `start`, staged in the datagram
-    /// buffer (free now), collecting its descriptors; returns its length.
+    /// Streams `message` into `memfd`, staged in the datagram buffer (free
+    /// now), collecting its descriptors; returns its length.
     fn stream<T: Serialize + ?Sized>(
         &mut self,
         message: &T,
         memfd: BorrowedFd<'_>,
-        start: u64,
     ) -> Result<usize> {
         let failed = Cell::new(None);
         let stage = &mut self.datagram[HEADER_LEN..];
-        let stream = body::Stream::new(memfd, start, stage, &failed);
+        let stream = body::Stream::new(memfd, stage, &failed);
         let streamed = sidecar::collect(&mut self.fds, || {
             postcard::serialize_with_flavor(message, stream)
         });
@@ -476,13 +475,9 @@ impl Inbox {
                 let len = lent.check(header.body_len)?;
                 let copied = lent.read(spill(&mut self.spill, len));
                 drop(lent);
-                let result = copied
-                    .and_then(|()| decode_body(&self.spill[..len], &mut self.fds, &mut self.slots));
-                if self.spill.len() > pool::POOL_BODY_MAX {
-                    // Only bodies the pool sends are worth keeping room for.
-                    self.spill = Vec::new();
-                }
-                result
+                // The spill stays within `POOL_BODY_MAX`, checked above.
+                copied
+                    .and_then(|()| decode_body(&self.spill[..len], &mut self.fds, &mut self.slots))
             }
         }
     }
