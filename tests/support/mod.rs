@@ -21,7 +21,29 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// Open descriptors of this process.
 pub fn fd_count() -> usize {
     // read_dir holds one descriptor of its own while it counts, every time.
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    let list = || -> Vec<String> {
+        let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        fds
+    };
+    // Another thread of the test binary opens and closes a descriptor now
+    // and then, not ours (seen: one that vanished between the listing and
+    // its readlink, in about one run of the fd_passing tests in twenty). A
+    // descriptor a test leaked stays open; that one does not last 2 ms, so
+    // count once two listings 2 ms apart agree.
+    let mut second = list();
+    for _ in 0..50 {
+        let first = second;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        second = list();
+        if first == second {
+            break;
+        }
+    }
+    second.len()
 }
 
 /// Open descriptors of this process whose target names `what` (a memfd's
