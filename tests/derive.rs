@@ -504,3 +504,128 @@ fn byte_vectors_travel_as_bytes_and_read_the_same_as_plain_serde() {
     rx.send(("n".into(), vec![9; 70], None)).unwrap();
     assert_eq!(tx.recv().unwrap(), blob());
 }
+
+#[derive(IpcMessage, Debug)]
+struct Keys {
+    id: [u8; 32],
+    tag: Option<[u8; 4]>,
+    list: Vec<[u8; 2]>,
+    nested: [[u8; 3]; 2],
+    empty: [u8; 0],
+    file: Option<File>,
+}
+
+fn keys() -> Keys {
+    Keys {
+        id: std::array::from_fn(|i| i as u8),
+        tag: Some(*b"tag!"),
+        list: vec![[1, 2], [3, 4]],
+        nested: [[5, 6, 7], [8, 9, 10]],
+        empty: [],
+        file: None,
+    }
+}
+
+/// `Keys` without its file.
+fn arrays(k: &Keys) -> impl PartialEq + std::fmt::Debug + '_ {
+    (&k.id, &k.tag, &k.list, &k.nested, &k.empty)
+}
+
+/// `Keys` as plain serde reads it: each byte array a byte string.
+type KeysOnTheWire = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Vec<Vec<u8>>,
+    [Vec<u8>; 2],
+    Vec<u8>,
+    Option<u32>,
+);
+
+#[test]
+fn byte_arrays_travel_as_byte_strings_and_wrong_lengths_are_refused() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Keys>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        tx.send(keys()).unwrap();
+        tx.send(Keys {
+            file: Some(file_with("beside the arrays")),
+            ..keys()
+        })
+        .unwrap();
+    });
+    let expected = keys();
+    let plain = rx.recv().unwrap();
+    assert_eq!(arrays(&plain), arrays(&expected));
+    assert!(plain.file.is_none());
+    let with_file = rx.recv().unwrap();
+    assert_eq!(arrays(&with_file), arrays(&expected));
+    assert_eq!(read_all(with_file.file.unwrap()), "beside the arrays");
+    child.join();
+
+    // On the wire each array is a length and its bytes, as a `Vec<u8>` is.
+    let (tx, rx) = Connection::<Keys, Keys>::pair().unwrap();
+    let rx = Connection::<KeysOnTheWire, KeysOnTheWire>::from(OwnedFd::from(rx));
+    tx.send(keys()).unwrap();
+    let (id, tag, list, nested, empty, file) = rx.recv().unwrap();
+    assert_eq!(id, (0..32).collect::<Vec<u8>>());
+    assert_eq!(tag.as_deref(), Some(&b"tag!"[..]));
+    assert_eq!(list, [vec![1, 2], vec![3, 4]]);
+    assert_eq!(nested, [vec![5, 6, 7], vec![8, 9, 10]]);
+    assert!(empty.is_empty() && file.is_none());
+
+    // A peer that sends one byte too few or too many is refused, and the
+    // channel goes on.
+    let before = fd_count();
+    for id in [vec![0u8; 31], vec![0u8; 33]] {
+        rx.send((id, None, vec![], [vec![0; 3], vec![0; 3]], vec![], None))
+            .unwrap();
+        match tx.recv() {
+            Err(Error::Decode(_)) => {}
+            other => panic!("a wrong length was accepted: {other:?}"),
+        }
+    }
+    rx.send((
+        vec![7; 32],
+        None,
+        vec![],
+        [vec![0; 3], vec![0; 3]],
+        vec![],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(tx.recv().unwrap().id, [7; 32]);
+    assert_eq!(fd_count(), before);
+}
+
+mod as_number {
+    use ipc_core::__private::serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 4], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(u32::from_le_bytes(*bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 4], D::Error> {
+        u32::deserialize(deserializer).map(u32::to_le_bytes)
+    }
+}
+
+#[derive(IpcMessage, Debug, PartialEq)]
+struct PlainArrays {
+    #[ipc(serde)]
+    tuple: [u8; 4],
+    #[serde(with = "as_number")]
+    number: [u8; 4],
+}
+
+#[test]
+fn byte_arrays_keep_plain_serde_when_asked() {
+    let (tx, rx) = Connection::<PlainArrays, PlainArrays>::pair().unwrap();
+    let rx = Connection::<([u8; 4], u32), ([u8; 4], u32)>::from(OwnedFd::from(rx));
+    let value = PlainArrays {
+        tuple: [1, 2, 3, 4],
+        number: 7u32.to_le_bytes(),
+    };
+    tx.send(value).unwrap();
+    assert_eq!(rx.recv().unwrap(), ([1, 2, 3, 4], 7));
+}

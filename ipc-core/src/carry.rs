@@ -35,6 +35,9 @@ pub mod shape {
     /// `Vec<u8>`, carried as bytes.
     #[derive(Debug)]
     pub struct Bytes;
+    /// `[u8; N]`, carried as bytes.
+    #[derive(Debug)]
+    pub struct ByteArray;
     /// `Option<T>`.
     #[derive(Debug)]
     pub struct Opt<S>(PhantomData<S>);
@@ -185,6 +188,43 @@ impl Carry<shape::Bytes> for Vec<u8> {
             }
         }
         deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// `[u8; N]` as one byte string rather than a tuple of `N` bytes: a length
+/// byte more on the wire (for `N` under 128), and one copy each way where
+/// serde's `[T; N]` makes a call per byte. A hash or a key in a message
+/// costs a `memcpy`, not hundreds of instructions.
+impl<const N: usize> Carry<shape::ByteArray> for [u8; N] {
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serializer.serialize_bytes(self)
+    }
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        struct ByteArrayVisitor<const N: usize>;
+        impl<'de, const N: usize> Visitor<'de> for ByteArrayVisitor<N> {
+            type Value = [u8; N];
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{N} bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<[u8; N], E> {
+                bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
+                let mut bytes = [0; N];
+                for (i, byte) in bytes.iter_mut().enumerate() {
+                    *byte = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(N + 1, &self));
+                }
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_bytes(ByteArrayVisitor::<N>)
     }
 }
 

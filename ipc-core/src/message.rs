@@ -64,8 +64,13 @@ use serde::Serialize;
 /// - `#[ipc(fd)]` routes a field whose type owns one descriptor but is not
 ///   recognised by name (a type alias, a newtype of yours): the type must
 ///   implement `AsFd` and `From<OwnedFd>`.
+/// - `Vec<u8>` and `[u8; N]` fields (also inside the wrappers above) travel
+///   as one byte string each: a copy, where serde makes a call per byte.
+///   A 32-byte key costs a `memcpy`, not a few hundred instructions.
 /// - `#[ipc(serde)]` keeps a field plain whose type only shares a name with
-///   a descriptor type (your own `File` that derives serde).
+///   a descriptor type (your own `File` that derives serde), or a byte
+///   array that must keep serde's tuple layout; a field with its own
+///   `#[serde(with = ...)]` stays plain too.
 /// - For a descriptor anywhere else (a `HashMap` value, a third-party
 ///   generic), wrap it in [`Fd<T>`](crate::Fd).
 /// - `#[serde(...)]` attributes on the type, its variants and fields are

@@ -99,6 +99,14 @@ fn fields<'a>(fields: &'a Fields, errors: &mut Vec<Error>) -> Vec<Field<'a>> {
                 FieldAttr::Serde => Route::Plain,
                 FieldAttr::Fd => Route::Descriptor(shape::descriptor()),
                 FieldAttr::Auto => match shape::of(&field.ty) {
+                    // Bytes carried as bytes are only quicker: a field
+                    // with its own `serde(with)` keeps it.
+                    Some(shape)
+                        if !shape::carries_descriptors(&shape)
+                            && attr::has_serde_with(&field.attrs) =>
+                    {
+                        Route::Plain
+                    }
                     Some(shape) => Route::Carried(shape),
                     None => Route::Plain,
                 },

@@ -13,6 +13,30 @@ pub enum FieldAttr {
     Serde,
 }
 
+/// Whether a field has `#[serde(with | serialize_with | deserialize_with)]`.
+pub fn has_serde_with(attrs: &[Attribute]) -> bool {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("serde"))
+        .any(|a| {
+            let mut with = false;
+            // A serde attribute that does not parse as nested metas is
+            // serde's to report; it counts as no `with` here.
+            let _ = a.parse_nested_meta(|meta| {
+                let path = &meta.path;
+                with |= ["with", "serialize_with", "deserialize_with"]
+                    .iter()
+                    .any(|name| path.is_ident(name));
+                // Skip the value, if any: `= "path"`.
+                if meta.input.peek(syn::Token![=]) {
+                    meta.value()?.parse::<syn::Expr>()?;
+                }
+                Ok(())
+            });
+            with
+        })
+}
+
 /// Reads the `#[ipc(...)]` attributes of a field, pushing any error.
 pub fn field(attrs: &[Attribute], errors: &mut Vec<Error>) -> FieldAttr {
     let mut found: Option<(FieldAttr, &Attribute)> = None;

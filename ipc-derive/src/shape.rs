@@ -3,9 +3,9 @@
 //! Descriptor types are recognised by the last segment of their path, since
 //! a macro sees names, not types. The shape mirrors the type with `Desc` at
 //! descriptor leaves and `Plain` at every other leaf, or is `None` when no
-//! descriptor is inside (the field is then plain serde). `Vec<u8>` has a
-//! shape of its own, `Bytes`: serde would carry it a byte at a time, and
-//! postcard writes both the same way.
+//! descriptor is inside (the field is then plain serde). `Vec<u8>` and
+//! `[u8; N]` have shapes of their own, `Bytes` and `ByteArray`: serde would
+//! carry them a byte at a time.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -29,6 +29,8 @@ pub fn of(ty: &Type) -> Option<TokenStream> {
     match ty {
         Type::Paren(inner) => of(&inner.elem),
         Type::Group(inner) => of(&inner.elem),
+        // Bytes, not a tuple of u8: one copy, not a call per byte.
+        Type::Array(array) if is_u8(&array.elem) => Some(quote!(#shape::ByteArray)),
         Type::Array(array) => of(&array.elem).map(|s| quote!(#shape::Array<#s>)),
         Type::Tuple(tuple) => {
             let shapes: Vec<Option<TokenStream>> = tuple.elems.iter().map(of).collect();
@@ -64,6 +66,16 @@ pub fn of(ty: &Type) -> Option<TokenStream> {
         }
         _ => None,
     }
+}
+
+/// Whether `shape` (from [`of`]) has a descriptor leaf, rather than only
+/// bytes carried as bytes.
+pub fn carries_descriptors(shape: &TokenStream) -> bool {
+    shape.clone().into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(ident) => ident == "Desc" || ident == "Memfd",
+        proc_macro2::TokenTree::Group(group) => carries_descriptors(&group.stream()),
+        _ => false,
+    })
 }
 
 /// The shape that `#[ipc(fd)]` asks for.
@@ -125,8 +137,27 @@ mod tests {
             shape(parse_quote!(Option<Vec<u8>>)).as_deref(),
             Some("Opt<Bytes>")
         );
+        assert_eq!(shape(parse_quote!([u8; 32])).as_deref(), Some("ByteArray"));
+        assert_eq!(
+            shape(parse_quote!(Vec<[u8; N]>)).as_deref(),
+            Some("Seq<ByteArray>")
+        );
+        assert_eq!(
+            shape(parse_quote!([[u8; 4]; 2])).as_deref(),
+            Some("Array<ByteArray>")
+        );
+        assert!(!carries_descriptors(
+            &of(&parse_quote!(Option<[u8; 4]>)).unwrap()
+        ));
+        assert!(carries_descriptors(
+            &of(&parse_quote!(([u8; 4], Vec<File>))).unwrap()
+        ));
+        assert!(carries_descriptors(
+            &of(&parse_quote!(memfd::Memfd)).unwrap()
+        ));
         assert_eq!(shape(parse_quote!(String)), None);
         assert_eq!(shape(parse_quote!(Vec<u16>)), None);
+        assert_eq!(shape(parse_quote!([u16; 4])), None);
         assert_eq!(shape(parse_quote!((u8, String))), None);
         assert_eq!(shape(parse_quote!(HashMap<String, u32>)), None);
     }
