@@ -59,45 +59,51 @@ fn sealed_memory(c: &mut Criterion) {
         let sealed = region.seal().unwrap();
         let (tx, rx): (_, Receiver<SealedMemory>) = channel().unwrap();
         let tx = by_reference(tx);
-        group.bench_function(BenchmarkId::new("ipc_core", label), |b| {
-            b.iter(|| {
-                tx.send(&sealed).unwrap();
-                let got = rx.recv().unwrap();
-                got[len / 2]
-            })
-        });
+        let mut ours = || {
+            tx.send(&sealed).unwrap();
+            let got = rx.recv().unwrap();
+            got[len / 2]
+        };
 
         // The floor: the same checks and mapping by hand.
         let (a, b_end) = common::seqpacket_pair();
         let mut buf = [0u8; 64];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        group.bench_function(BenchmarkId::new("raw_floor", label), |b| {
-            b.iter(|| {
-                common::send_fds(&a, &[1; 16], &[sealed.as_fd().as_raw_fd()]);
-                let fd = common::recv_fds(&b_end, &mut buf, &mut cmsg).remove(0);
-                let seals = fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS).unwrap();
-                assert!(seals & nix::libc::F_SEAL_WRITE != 0);
-                let size = nix::sys::stat::fstat(&fd).unwrap().st_size as usize;
-                // SAFETY: a fresh read-only mapping of a sealed memfd of
-                // `size` bytes, unmapped below.
-                let ptr = unsafe {
-                    mmap(
-                        None,
-                        NonZeroUsize::new(size).unwrap(),
-                        ProtFlags::PROT_READ,
-                        MapFlags::MAP_SHARED,
-                        &fd,
-                        0,
-                    )
-                    .unwrap()
-                };
-                // SAFETY: `len / 2 < size`, inside the mapping.
-                let byte = unsafe { ptr.cast::<u8>().add(len / 2).read_volatile() };
-                // SAFETY: the range mmap returned, no longer used.
-                unsafe { munmap(ptr, size).unwrap() };
-                byte
-            })
-        });
+        let mut floor = || {
+            common::send_fds(&a, &[1; 16], &[sealed.as_fd().as_raw_fd()]);
+            let fd = common::recv_fds(&b_end, &mut buf, &mut cmsg).remove(0);
+            let seals = fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS).unwrap();
+            assert!(seals & nix::libc::F_SEAL_WRITE != 0);
+            let size = nix::sys::stat::fstat(&fd).unwrap().st_size as usize;
+            // SAFETY: a fresh read-only mapping of a sealed memfd of
+            // `size` bytes, unmapped below.
+            let ptr = unsafe {
+                mmap(
+                    None,
+                    NonZeroUsize::new(size).unwrap(),
+                    ProtFlags::PROT_READ,
+                    MapFlags::MAP_SHARED,
+                    &fd,
+                    0,
+                )
+                .unwrap()
+            };
+            // SAFETY: `len / 2 < size`, inside the mapping.
+            let byte = unsafe { ptr.cast::<u8>().add(len / 2).read_volatile() };
+            // SAFETY: the range mmap returned, no longer used.
+            unsafe { munmap(ptr, size).unwrap() };
+            byte
+        };
+        group.bench_function(BenchmarkId::new("ipc_core", label), |b| b.iter(&mut ours));
+        group.bench_function(BenchmarkId::new("raw_floor", label), |b| b.iter(&mut floor));
+        common::versus(
+            &mut group,
+            &format!("ipc_core_interleaved/{label}"),
+            "raw_floor",
+            100,
+            |n| common::repeat(n, &mut ours),
+            |n| common::repeat(n, &mut floor),
+        );
     }
     group.finish();
 }

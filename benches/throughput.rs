@@ -18,65 +18,92 @@ struct Blob {
     data: Vec<u8>,
 }
 
-/// Asks a forked producer for `n` messages and times their arrival.
-fn timed<F: FnMut()>(ask: impl Fn(u64), n: u64, mut receive: F) -> Duration {
+/// How long `run` takes to ask a forked producer for `n` messages and
+/// receive them.
+fn elapsed(run: impl FnOnce(u64), n: u64) -> Duration {
     let start = Instant::now();
-    ask(n);
-    for _ in 0..n {
-        receive();
-    }
+    run(n);
     start.elapsed()
 }
 
 type Small = (u64, u64, u32);
+/// A `Small` as ipc-core frames it: the header and 3 varints.
+const SMALL_FRAME: usize = 16 + 3;
 
 fn small_messages(c: &mut Criterion) {
     let mut group = c.benchmark_group("one_way_small_messages");
     group.throughput(Throughput::Elements(1));
 
+    // Both producers are forked first and wait for a count, so the two
+    // contenders can take turns within one sample (`common::versus`).
     let (control, control_peer) = Connection::<u64, ()>::pair().unwrap();
     let (tx, rx) = channel::<Small>().unwrap();
-    let _peer = common::fork_peer(1, || {
+    let _ours_peer = common::fork_peer(1, || {
         while let Ok(n) = control_peer.recv() {
             for i in 0..n {
                 tx.send((i, i * 3, 7)).unwrap();
             }
         }
     });
-    group.bench_function("ipc_core", |b| {
-        b.iter_custom(|n| {
-            timed(
-                |n| control.send(n).unwrap(),
-                n,
-                || {
-                    rx.recv().unwrap();
-                },
-            )
-        })
-    });
-    drop(_peer);
-
     let (ctl_tx, ctl_rx) = ipc_channel::ipc::channel::<u64>().unwrap();
-    let (tx, rx) = ipc_channel::ipc::channel::<Small>().unwrap();
-    let _peer = common::fork_peer(1, || {
+    let (ipc_tx, ipc_rx) = ipc_channel::ipc::channel::<Small>().unwrap();
+    let _ipc_channel_peer = common::fork_peer(1, || {
         while let Ok(n) = ctl_rx.recv() {
             for i in 0..n {
-                tx.send((i, i * 3, 7)).unwrap();
+                ipc_tx.send((i, i * 3, 7)).unwrap();
             }
         }
     });
-    group.bench_function("ipc_channel", |b| {
-        b.iter_custom(|n| {
-            timed(
-                |n| ctl_tx.send(n).unwrap(),
-                n,
-                || {
-                    rx.recv().unwrap();
-                },
-            )
-        })
+
+    let (raw, raw_peer) = common::seqpacket_pair();
+    let _raw_peer = common::fork_peer(1, || {
+        let mut count = [0u8; 8];
+        let frame = [1u8; SMALL_FRAME];
+        while common::read(&raw_peer, &mut count) == 8 {
+            for _ in 0..u64::from_ne_bytes(count) {
+                common::write(&raw_peer, &frame);
+            }
+        }
     });
-    drop(_peer);
+
+    let ours = |n| {
+        control.send(n).unwrap();
+        for _ in 0..n {
+            rx.recv().unwrap();
+        }
+    };
+    let theirs = |n| {
+        ctl_tx.send(n).unwrap();
+        for _ in 0..n {
+            ipc_rx.recv().unwrap();
+        }
+    };
+    let floor = |n: u64| {
+        common::write(&raw, &n.to_ne_bytes());
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            common::read(&raw, &mut buf);
+        }
+    };
+    group.bench_function("raw_seqpacket", |b| b.iter_custom(|n| elapsed(floor, n)));
+    group.bench_function("ipc_core", |b| b.iter_custom(|n| elapsed(ours, n)));
+    group.bench_function("ipc_channel", |b| b.iter_custom(|n| elapsed(theirs, n)));
+    common::versus(
+        &mut group,
+        "ipc_core_interleaved",
+        "ipc_channel",
+        100,
+        ours,
+        theirs,
+    );
+    common::versus(
+        &mut group,
+        "raw_seqpacket_interleaved",
+        "ipc_channel",
+        100,
+        floor,
+        theirs,
+    );
     group.finish();
 }
 
@@ -87,9 +114,11 @@ fn big_bodies(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(BIG as u64));
     group.sample_size(10);
 
-    let (control, control_peer) = Connection::<u64, ()>::pair().unwrap();
-    let (tx, rx) = channel::<Vec<u8>>().unwrap();
-    let _peer = common::fork_peer(1, || {
+    // Every producer is forked first and waits for a count, so that the
+    // derived message and ipc-channel can take turns (`common::versus`).
+    let (bare_control, control_peer) = Connection::<u64, ()>::pair().unwrap();
+    let (tx, bare_rx) = channel::<Vec<u8>>().unwrap();
+    let _bare_peer = common::fork_peer(1, || {
         let body = vec![5u8; BIG];
         while let Ok(n) = control_peer.recv() {
             for _ in 0..n {
@@ -97,22 +126,9 @@ fn big_bodies(c: &mut Criterion) {
             }
         }
     });
-    group.bench_function("ipc_core_vec_u8", |b| {
-        b.iter_custom(|n| {
-            timed(
-                |n| control.send(n).unwrap(),
-                n,
-                || {
-                    assert_eq!(rx.recv().unwrap().len(), BIG);
-                },
-            )
-        })
-    });
-    drop(_peer);
-
     let (control, control_peer) = Connection::<u64, ()>::pair().unwrap();
     let (tx, rx) = channel::<Blob>().unwrap();
-    let _peer = common::fork_peer(1, || {
+    let _derived_peer = common::fork_peer(1, || {
         let body = Blob {
             data: vec![5u8; BIG],
         };
@@ -122,71 +138,82 @@ fn big_bodies(c: &mut Criterion) {
             }
         }
     });
-    group.bench_function("ipc_core_derived_bytes", |b| {
-        b.iter_custom(|n| {
-            timed(
-                |n| control.send(n).unwrap(),
-                n,
-                || {
-                    assert_eq!(rx.recv().unwrap().data.len(), BIG);
-                },
-            )
-        })
-    });
-    drop(_peer);
-
     let (ctl_tx, ctl_rx) = ipc_channel::ipc::channel::<u64>().unwrap();
-    let (tx, rx) = ipc_channel::ipc::bytes_channel().unwrap();
-    let _peer = common::fork_peer(1, || {
+    let (ipc_tx, ipc_rx) = ipc_channel::ipc::bytes_channel().unwrap();
+    let _ipc_channel_peer = common::fork_peer(1, || {
         let body = vec![5u8; BIG];
         while let Ok(n) = ctl_rx.recv() {
             for _ in 0..n {
-                tx.send(&body).unwrap();
+                ipc_tx.send(&body).unwrap();
             }
         }
     });
-    group.bench_function("ipc_channel_bytes", |b| {
-        b.iter_custom(|n| {
-            timed(
-                |n| ctl_tx.send(n).unwrap(),
-                n,
-                || {
-                    assert_eq!(rx.recv().unwrap().len(), BIG);
-                },
-            )
-        })
-    });
-    drop(_peer);
-
-    let (control, control_peer) = Connection::<u64, ()>::pair().unwrap();
-    let (ours, theirs) = common::stream_pair();
-    let _peer = common::fork_peer(1, || {
+    let (stream_control, control_peer) = Connection::<u64, ()>::pair().unwrap();
+    let (stream, stream_peer) = common::stream_pair();
+    let _stream_peer = common::fork_peer(1, || {
         let body = vec![5u8; BIG];
         while let Ok(n) = control_peer.recv() {
             for _ in 0..n {
                 let mut sent = 0;
                 while sent < BIG {
-                    sent += common::write(&theirs, &body[sent..]);
+                    sent += common::write(&stream_peer, &body[sent..]);
                 }
             }
         }
     });
+
+    let derived = |n| {
+        control.send(n).unwrap();
+        for _ in 0..n {
+            assert_eq!(rx.recv().unwrap().data.len(), BIG);
+        }
+    };
+    let theirs = |n| {
+        ctl_tx.send(n).unwrap();
+        for _ in 0..n {
+            assert_eq!(ipc_rx.recv().unwrap().len(), BIG);
+        }
+    };
     let mut buf = vec![0u8; BIG];
-    group.bench_function("raw_stream_socket", |b| {
+    let mut raw = |n| {
+        stream_control.send(n).unwrap();
+        for _ in 0..n {
+            let mut got = 0;
+            while got < BIG {
+                got += common::read(&stream, &mut buf[got..]);
+            }
+        }
+    };
+    group.bench_function("ipc_core_vec_u8", |b| {
         b.iter_custom(|n| {
-            timed(
-                |n| control.send(n).unwrap(),
-                n,
-                || {
-                    let mut got = 0;
-                    while got < BIG {
-                        got += common::read(&ours, &mut buf[got..]);
+            elapsed(
+                |n| {
+                    bare_control.send(n).unwrap();
+                    for _ in 0..n {
+                        assert_eq!(bare_rx.recv().unwrap().len(), BIG);
                     }
                 },
+                n,
             )
         })
     });
-    drop(_peer);
+    group.bench_function("ipc_core_derived_bytes", |b| {
+        b.iter_custom(|n| elapsed(derived, n))
+    });
+    group.bench_function("ipc_channel_bytes", |b| {
+        b.iter_custom(|n| elapsed(theirs, n))
+    });
+    group.bench_function("raw_stream_socket", |b| {
+        b.iter_custom(|n| elapsed(&mut raw, n))
+    });
+    common::versus(
+        &mut group,
+        "ipc_core_derived_bytes_interleaved",
+        "ipc_channel_bytes",
+        10,
+        derived,
+        theirs,
+    );
     group.finish();
 }
 

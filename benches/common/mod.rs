@@ -2,7 +2,11 @@
 //! raw `SOCK_SEQPACKET` calls to compare against.
 #![allow(dead_code)]
 
+mod versus;
+pub use versus::versus;
+
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
@@ -12,6 +16,13 @@ use nix::sys::socket::{
 };
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
+
+/// Runs `trip` `n` times, keeping each result from being optimized away.
+pub fn repeat<R>(n: u64, mut trip: impl FnMut() -> R) {
+    for _ in 0..n {
+        std::hint::black_box(trip());
+    }
+}
 
 /// Pins the calling thread (and a child forked from it) to one core.
 pub fn pin(core: usize) {
@@ -85,12 +96,15 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     nix::unistd::read(fd, buf).unwrap()
 }
 
-/// Reads without waiting, spinning until a datagram is there.
-pub fn read_spinning(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+/// Reads without waiting, spinning until a datagram is there, or `None`
+/// once `idle` has passed without one.
+pub fn read_spinning(fd: &OwnedFd, buf: &mut [u8], idle: Duration) -> Option<usize> {
+    let start = Instant::now();
     loop {
         match nix::sys::socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => return n,
-            Err(nix::errno::Errno::EAGAIN) => std::hint::spin_loop(),
+            Ok(n) => return Some(n),
+            Err(nix::errno::Errno::EAGAIN) if start.elapsed() < idle => std::hint::spin_loop(),
+            Err(nix::errno::Errno::EAGAIN) => return None,
             Err(e) => panic!("recv: {e}"),
         }
     }
