@@ -50,18 +50,24 @@ impl fmt::Display for Fault {
 }
 
 #[derive(Default)]
-struct EncodeScope {
-    fds: Vec<RawFd>,
-}
-
-#[derive(Default)]
 struct DecodeScope {
     slots: Vec<Option<OwnedFd>>,
     fault: Option<Fault>,
 }
 
 thread_local! {
-    static ENCODE: RefCell<Option<EncodeScope>> = const { RefCell::new(None) };
+    /// Where the innermost encode scope's descriptors start in
+    /// `ENCODED`, or `None` outside any encode scope. Entering and leaving
+    /// a scope that meets no descriptor (most messages) touches only this
+    /// and `ENCODED_LEN`: two `Cell`s.
+    static ENCODE_BASE: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The length of `ENCODED`, kept beside it so that a scope can tell
+    /// whether it pushed anything without borrowing the vector.
+    static ENCODED_LEN: Cell<usize> = const { Cell::new(0) };
+    /// Descriptors of every open encode scope, outermost first; each scope
+    /// takes its own off the end when it closes. Its capacity stays, so
+    /// steady-state sends do not allocate.
+    static ENCODED: RefCell<Vec<RawFd>> = const { RefCell::new(Vec::new()) };
     static DECODE: RefCell<Option<DecodeScope>> = const { RefCell::new(None) };
     /// `Some` while the innermost decode scope is one for a message that
     /// came with no descriptors: all it can record is the first index the
@@ -71,43 +77,48 @@ thread_local! {
 }
 
 /// Runs `encode` with a fresh encode scope. Descriptors it serializes are
-/// appended to `fds` (cleared first) as raw numbers borrowed from the message,
+/// put in `fds` (cleared first) as raw numbers borrowed from the message,
 /// which the caller keeps alive until the datagram is sent.
 ///
-/// `fds` is moved in and out, not copied, so a caller that reuses one vector
-/// allocates only when a message holds more descriptors than ever before.
+/// A caller that reuses one vector allocates only when a message holds more
+/// descriptors than ever before.
 pub(crate) fn collect<R>(fds: &mut Vec<RawFd>, encode: impl FnOnce() -> R) -> R {
     struct Restore<'a> {
-        outer: Option<EncodeScope>,
+        base: usize,
+        outer: Option<usize>,
         fds: &'a mut Vec<RawFd>,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            let ours = ENCODE.with(|s| s.replace(self.outer.take()));
-            if let Some(ours) = ours {
-                *self.fds = ours.fds;
+            ENCODE_BASE.set(self.outer);
+            if ENCODED_LEN.get() > self.base {
+                ENCODED.with(|encoded| {
+                    let mut encoded = encoded.borrow_mut();
+                    self.fds.extend_from_slice(&encoded[self.base..]);
+                    encoded.truncate(self.base);
+                });
+                ENCODED_LEN.set(self.base);
             }
         }
     }
 
     fds.clear();
-    let scope = EncodeScope {
-        fds: std::mem::take(fds),
-    };
-    let outer = ENCODE.with(|s| s.replace(Some(scope)));
-    let _restore = Restore { outer, fds };
+    // Outside every scope nothing is pending, so a scope's descriptors
+    // start where its enclosing scopes' end.
+    let base = ENCODED_LEN.get();
+    let outer = ENCODE_BASE.replace(Some(base));
+    let _restore = Restore { base, outer, fds };
     encode()
 }
 
 /// Called by a descriptor's `Serialize`: records `fd`, returns its index.
 pub(crate) fn push(fd: BorrowedFd<'_>) -> Result<u32, &'static str> {
-    ENCODE.with(|s| match s.borrow_mut().as_mut() {
-        Some(scope) => {
-            let index = scope.fds.len() as u32;
-            scope.fds.push(fd.as_raw_fd());
-            Ok(index)
-        }
-        None => Err(OUTSIDE_ENCODE),
+    let base = ENCODE_BASE.get().ok_or(OUTSIDE_ENCODE)?;
+    ENCODED.with(|encoded| {
+        let mut encoded = encoded.borrow_mut();
+        encoded.push(fd.as_raw_fd());
+        ENCODED_LEN.set(encoded.len());
+        Ok((encoded.len() - 1 - base) as u32)
     })
 }
 
