@@ -399,45 +399,26 @@ impl Inbox {
         hung_up: impl FnOnce() -> bool,
     ) -> Result<T> {
         if received.control_truncated {
-            return Err(Error::Descriptor(format!(
-                "the peer attached more descriptors than this receiver accepts ({}), or this \
-                 process ran out of descriptors (RLIMIT_NOFILE); the message was dropped",
-                limits.max_descriptors()
-            )));
+            return Err(refused::control_truncated(limits));
         }
         if received.truncated {
-            return Err(Error::Decode(format!(
-                "a datagram longer than {DATAGRAM_MAX} bytes was cut short; the peer does not \
-                 follow the protocol and the message was dropped"
-            )));
+            return Err(refused::truncated());
         }
         if received.len == 0 && self.fds.is_empty() {
             // End of stream, or a hostile zero-length datagram.
-            return Err(if hung_up() {
-                Error::Disconnected
-            } else {
-                Error::Decode("the peer sent an empty datagram".into())
-            });
+            return Err(refused::empty(hung_up()));
         }
         let datagram = &self.datagram[..received.len];
-        let header = Header::parse(datagram).map_err(|e| Error::Decode(e.to_string()))?;
+        let header = Header::parse(datagram).map_err(refused::header)?;
         if header.fds as usize != self.fds.len() {
-            return Err(Error::Descriptor(format!(
-                "the header announces {} descriptors but {} arrived",
-                header.fds,
-                self.fds.len()
-            )));
+            return Err(refused::fd_count(header.fds, self.fds.len()));
         }
         match header.body {
             Body::Inline => {
                 check_len(&header, limits)?;
                 let body = &datagram[HEADER_LEN..];
                 if body.len() as u64 != header.body_len {
-                    return Err(Error::Decode(format!(
-                        "the header announces a body of {} bytes but {} arrived",
-                        header.body_len,
-                        body.len()
-                    )));
+                    return Err(refused::body_len(header.body_len, body.len()));
                 }
                 check_own_count(self.fds.len(), limits)?;
                 decode_body(body, &mut self.fds, &mut self.slots)
@@ -519,12 +500,69 @@ fn check_len(header: &Header, limits: &Limits) -> Result<()> {
 #[inline]
 fn check_own_count(count: usize, limits: &Limits) -> Result<()> {
     if count > limits.max_descriptors() {
-        return Err(Error::Descriptor(format!(
-            "the peer attached {count} descriptors but this receiver accepts at most {}",
-            limits.max_descriptors()
-        )));
+        return Err(refused::too_many(count, limits));
     }
     Ok(())
+}
+
+/// The errors of a refused datagram, out of the receive path's way: the
+/// formatting they do would otherwise sit in the code of every receive.
+mod refused {
+    use super::{Error, Limits, DATAGRAM_MAX};
+
+    #[cold]
+    pub(super) fn control_truncated(limits: &Limits) -> Error {
+        Error::Descriptor(format!(
+            "the peer attached more descriptors than this receiver accepts ({}), or this \
+             process ran out of descriptors (RLIMIT_NOFILE); the message was dropped",
+            limits.max_descriptors()
+        ))
+    }
+
+    #[cold]
+    pub(super) fn truncated() -> Error {
+        Error::Decode(format!(
+            "a datagram longer than {DATAGRAM_MAX} bytes was cut short; the peer does not \
+             follow the protocol and the message was dropped"
+        ))
+    }
+
+    /// An empty datagram: the end of the stream when the peer hung up.
+    #[cold]
+    pub(super) fn empty(hung_up: bool) -> Error {
+        if hung_up {
+            Error::Disconnected
+        } else {
+            Error::Decode("the peer sent an empty datagram".into())
+        }
+    }
+
+    #[cold]
+    pub(super) fn header(error: impl std::fmt::Display) -> Error {
+        Error::Decode(error.to_string())
+    }
+
+    #[cold]
+    pub(super) fn fd_count(announced: u32, arrived: usize) -> Error {
+        Error::Descriptor(format!(
+            "the header announces {announced} descriptors but {arrived} arrived"
+        ))
+    }
+
+    #[cold]
+    pub(super) fn body_len(announced: u64, arrived: usize) -> Error {
+        Error::Decode(format!(
+            "the header announces a body of {announced} bytes but {arrived} arrived"
+        ))
+    }
+
+    #[cold]
+    pub(super) fn too_many(count: usize, limits: &Limits) -> Error {
+        Error::Descriptor(format!(
+            "the peer attached {count} descriptors but this receiver accepts at most {}",
+            limits.max_descriptors()
+        ))
+    }
 }
 
 /// Decodes `body` exactly, with `fds` available by index; every descriptor
