@@ -186,6 +186,20 @@ fn an_async_listener_serves_several_client_processes() {
     let name = format!("@ipc-core-async-test-{}", std::process::id());
     let listener = Listener::<String, u32>::bind(&name).unwrap();
     let before = fd_count();
+    // A probe that connects and leaves before greeting is skipped, not
+    // handed out and not an error.
+    {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        let probe = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let address = UnixAddr::new_abstract(&name.as_bytes()[1..]).unwrap();
+        connect(std::os::fd::AsRawFd::as_raw_fd(&probe), &address).unwrap();
+    }
     let clients: Vec<_> = (0..3u32)
         .map(|i| {
             fork_child(|| {

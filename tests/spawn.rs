@@ -310,6 +310,20 @@ fn a_stale_socket_path_is_replaced_and_a_live_one_is_not() {
         matches!(&err, Error::Io { op: "bind", source } if source.raw_os_error() == Some(nix::libc::EADDRINUSE)),
         "{err:?}"
     );
+    // That bind's probe connected to the live listener and left at once:
+    // the listener's next accept is the next real peer, not an error.
+    let client = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            Connection::<(), ()>::connect(&path)
+                .unwrap()
+                .send(())
+                .unwrap()
+        }
+    });
+    let peer = listener.accept().unwrap();
+    peer.recv().unwrap();
+    client.join().unwrap();
     drop(listener);
     // Nor is a file that is not a socket.
     std::fs::write(&path, "precious").unwrap();

@@ -156,7 +156,8 @@ impl<Out: IpcMessage, In: IpcMessage> Listener<Out, In> {
     /// [`Error::TypeMismatch`] when the peer speaks other message types,
     /// [`Error::Timeout`] when it sends no greeting within 10 seconds (it is
     /// not an ipc-core peer), [`Error::Io`] when `accept` fails. The
-    /// listener stays usable after any of them.
+    /// listener stays usable after any of them. A peer that connects and
+    /// closes before greeting is no error: `accept` goes on to the next.
     ///
     /// # Examples
     ///
@@ -172,17 +173,24 @@ impl<Out: IpcMessage, In: IpcMessage> Listener<Out, In> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn accept(&self) -> Result<Connection<Out, In>> {
-        let socket = loop {
-            if let Some(socket) = self.accept_socket()? {
-                break socket;
+        loop {
+            let Some(socket) = self.accept_socket()? else {
+                // Only a listener made non-blocking (by the async face, then
+                // given back) gets here: wait for the next connection.
+                crate::transport::wait_readable(self.fd.as_fd(), None)?;
+                continue;
+            };
+            let greeted = handshake::greet(&socket, &self.types).and_then(|()| {
+                handshake::expect(&socket, &self.types, Wait::timeout(GREETING_TIMEOUT))
+            });
+            match greeted {
+                Ok(()) => return Ok(Connection::from_socket(socket)),
+                // Gone before it greeted: a probe (`bind`'s own check for
+                // a stale socket, a health check), not a peer to hand out.
+                Err(Error::Disconnected) => continue,
+                Err(e) => return Err(e),
             }
-            // Only a listener made non-blocking (by the async face, then
-            // given back) gets here: wait for the next connection.
-            crate::transport::wait_readable(self.fd.as_fd(), None)?;
-        };
-        handshake::greet(&socket, &self.types)?;
-        handshake::expect(&socket, &self.types, Wait::timeout(GREETING_TIMEOUT))?;
-        Ok(Connection::from_socket(socket))
+        }
     }
 }
 

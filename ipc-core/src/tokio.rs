@@ -452,7 +452,8 @@ impl<Out: IpcMessage, In: IpcMessage> AsyncListener<Out, In> {
     /// # Errors
     ///
     /// As [`Listener::accept`]: a peer that does not greet within 10
-    /// seconds is [`Error::Timeout`]; the listener stays usable.
+    /// seconds is [`Error::Timeout`]; the listener stays usable. A peer
+    /// that closes before greeting is skipped.
     ///
     /// # Cancel safety
     ///
@@ -460,7 +461,17 @@ impl<Out: IpcMessage, In: IpcMessage> AsyncListener<Out, In> {
     /// while waiting for the peer's greeting, that connection is closed
     /// (the peer sees `Disconnected`).
     pub async fn accept(&self) -> Result<AsyncConnection<Out, In>> {
-        let socket = poll_fn(|cx| self.poll_accept_socket(cx)).await?;
+        loop {
+            let socket = poll_fn(|cx| self.poll_accept_socket(cx)).await?;
+            match self.greet(socket).await {
+                // Gone before it greeted: a probe, not a peer to hand out.
+                Err(Error::Disconnected) => continue,
+                accepted => return accepted,
+            }
+        }
+    }
+
+    async fn greet(&self, socket: Socket) -> Result<AsyncConnection<Out, In>> {
         handshake::greet(&socket, self.inner.types())?;
         let io = register(socket.as_fd());
         let greeting = poll_fn(|cx| {
