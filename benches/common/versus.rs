@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::BenchmarkGroup;
 
-/// Slices per contender in one sample.
+/// Slices per contender in one sample, at most.
 const SLICES: u64 = 8;
+/// Iterations in a slice, at least: a one-way stream needs a few messages
+/// in a row to fill its pipeline (a sender writing the next body while the
+/// receiver reads this one), as it does outside a benchmark.
+const SLICE_MIN: u64 = 8;
 
 /// Benchmarks `ours` as `name` in `group`, each sample interleaved with as
 /// many iterations of `base`, and prints the median ratio of their times
@@ -30,17 +34,18 @@ pub fn versus(
     mut base: impl FnMut(u64),
 ) {
     let ratios = RefCell::new(Vec::new());
+    let mut turn = 0u64;
     group.sample_size(samples);
     group.bench_function(name, |b| {
         b.iter_custom(|n| {
             let (mut ours_time, mut base_time) = (Duration::ZERO, Duration::ZERO);
-            let slice = n.div_ceil(SLICES);
+            let slice = n.div_ceil(SLICES).max(SLICE_MIN);
             let mut left = n;
-            let mut turn = 0;
             while left > 0 {
                 let k = slice.min(left);
                 left -= k;
-                // ABBA order: neither side always runs first.
+                // ABBA order, across samples too: neither side always
+                // runs first.
                 let ours_first = turn % 2 == 0;
                 turn += 1;
                 for side in [ours_first, !ours_first] {
