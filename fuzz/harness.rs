@@ -30,6 +30,14 @@ pub enum Msg {
         sealed: Option<SealedMemory>,
     },
     Memfd(memfd::Memfd, Box<(u8, File)>),
+    /// Byte arrays, which the derive carries as byte strings of a fixed
+    /// length, beside a descriptor.
+    Keys {
+        id: [u8; 16],
+        tag: Option<[u8; 4]>,
+        list: Vec<[u8; 2]>,
+        file: File,
+    },
 }
 
 pub fn fd_count() -> usize {

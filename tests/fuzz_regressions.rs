@@ -47,6 +47,15 @@ fn seeds() -> Vec<Vec<u8>> {
                 Box::new((9, null())),
             ),
         ),
+        (
+            vec![0],
+            Msg::Keys {
+                id: [7; 16],
+                tag: Some(*b"tag!"),
+                list: vec![[1, 2], [3, 4]],
+                file: null(),
+            },
+        ),
     ];
     messages
         .into_iter()
