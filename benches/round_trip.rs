@@ -120,9 +120,10 @@ fn same_core(c: &mut Criterion) {
 }
 
 /// How long a busy-polling peer spins without a message before it blocks:
-/// far longer than a round trip, so it spins throughout its contender's
-/// turn and sleeps through the others'.
-const IDLE: Duration = Duration::from_micros(50);
+/// several round trips, so it spins throughout its contender's turn and
+/// sleeps through the others' (sharing the core with the next contender's
+/// peer for no more than this).
+const IDLE: Duration = Duration::from_micros(20);
 
 fn busy_poll(c: &mut Criterion) {
     let mut group = c.benchmark_group("round_trip_64B_busy_poll");
