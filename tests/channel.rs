@@ -275,6 +275,51 @@ fn a_blocking_sender_far_ahead_waits_for_its_receiver() {
     child.join();
 }
 
+/// Past the pool's largest body: each goes in a fresh sealed memfd.
+const HUGE: usize = 40 << 20;
+
+#[test]
+fn a_blocking_sender_of_bodies_past_the_pool_keeps_one_unread() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    const MESSAGES: u32 = 3;
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        for n in 0..MESSAGES {
+            tx.send(Numbered::new(n, HUGE)).unwrap();
+        }
+    });
+    drop(tx);
+    // One sealed body is queued; the next is written and waits for it to
+    // be read, instead of pinning 40 MiB more per queued datagram.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queued_bytes(&rx) < 16 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(queued_bytes(&rx), 16, "the sender did not wait");
+    for n in 0..MESSAGES {
+        let message = rx.recv().unwrap();
+        assert_eq!(message.n, n);
+        message.check(HUGE);
+    }
+    child.join();
+}
+
+#[test]
+fn a_thread_can_send_itself_a_body_past_the_pool_behind_unread_messages() {
+    let _serial = serial();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    tx.send(Numbered::new(0, 10)).unwrap();
+    // The first sealed body goes whatever is unread: this does not wait
+    // for a receive that only this thread could make.
+    tx.send(Numbered::new(1, HUGE)).unwrap();
+    rx.recv().unwrap().check(10);
+    let huge = rx.recv().unwrap();
+    assert_eq!(huge.n, 1);
+    huge.check(HUGE);
+}
+
 #[test]
 fn processes_that_share_a_sender_after_fork_never_write_one_memfd_at_once() {
     let _serial = serial();

@@ -69,7 +69,10 @@ impl<T: Serialize> Sender<T> {
     /// copied the body. While all are lent and the receiver has yet to take
     /// earlier messages, `send` waits for it, as it waits for room in the
     /// socket: a sender far ahead of its receiver keeps a bounded amount of
-    /// memory in flight, not a memfd per queued message.
+    /// memory in flight, not a memfd per queued message. A body over
+    /// 32 MiB goes in a fresh sealed memfd; the send waits, once it is
+    /// written, while the sealed bodies still unread would pass 64 MiB
+    /// with it (the first after the receiver caught up always goes).
     ///
     /// Descriptors in the message are duplicated into the receiver when the
     /// datagram is queued; the message is then dropped, closing this side's

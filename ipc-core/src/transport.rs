@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -50,6 +51,9 @@ pub(crate) struct Socket {
     fd: OwnedFd,
     /// Memfds for the bodies this side sends out of line.
     pool: Pool,
+    /// Bytes of sealed bodies this process sent since it last saw every
+    /// datagram it sent read (see [`wait_to_send_sealed`]).
+    sealed_in_flight: AtomicUsize,
 }
 
 impl Socket {
@@ -59,6 +63,7 @@ impl Socket {
         Socket {
             fd,
             pool: Pool::default(),
+            sealed_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -200,7 +205,16 @@ impl Outbox {
         let memfd = body::create()?;
         let body_len = self.stream(message, memfd.as_fd())?;
         body::seal(memfd.as_fd())?;
-        self.transmit_body(socket, Body::OutOfLine, body_len, memfd.as_fd(), dontwait)
+        // Written first, so that it is filled while the receiver reads the
+        // body before.
+        if !dontwait {
+            wait_to_send_sealed(socket, body_len);
+        }
+        self.transmit_body(socket, Body::OutOfLine, body_len, memfd.as_fd(), dontwait)?;
+        socket
+            .sealed_in_flight
+            .fetch_add(body_len, Ordering::Relaxed);
+        Ok(())
         // The peer has its own reference now; ours closes here.
     }
 
@@ -271,6 +285,33 @@ fn wait_for_slot(socket: &Socket, size: usize) -> Claim {
             Claim::Busy => continue,
             claim => return claim,
         }
+    }
+}
+
+/// A sealed body is about to go. Every one the receiver has not read yet
+/// pins its pages, and the socket buffer holds about 278 datagrams: 278
+/// bodies of 256 MiB would be 70 GiB. So while earlier datagrams of this
+/// side are unread and sealed bodies sent since this side last saw them
+/// all read would exceed the pool's budget with this one, wait, as for
+/// room in a full socket. The first sealed body after the queue was seen
+/// empty always goes, however large, so a thread that sends a large body
+/// to a channel it reads itself waits only at the second.
+fn wait_to_send_sealed(socket: &Socket, size: usize) {
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match socket::unread_bytes(socket.as_fd()) {
+            Ok(0) | Err(_) => {
+                socket.sealed_in_flight.store(0, Ordering::Relaxed);
+                return;
+            }
+            Ok(_) => {}
+        }
+        let in_flight = socket.sealed_in_flight.load(Ordering::Relaxed);
+        if in_flight == 0 || in_flight.saturating_add(size) <= pool::BUDGET {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(1));
     }
 }
 
