@@ -307,6 +307,25 @@ fn a_blocking_sender_of_bodies_past_the_pool_keeps_one_unread() {
 }
 
 #[test]
+fn try_send_of_a_body_past_the_pool_is_full_while_another_is_unread() {
+    let _serial = serial();
+    let before = fd_count();
+    let (tx, rx) = channel::<Numbered>().unwrap();
+    tx.try_send(Numbered::new(0, HUGE)).unwrap();
+    // A second would pin 40 MiB more while the first is unread.
+    let refused = tx.try_send(Numbered::new(1, HUGE)).unwrap_err();
+    assert!(matches!(refused.error(), Error::Full), "{refused:?}");
+    let back = refused.into_inner();
+    assert_eq!(back.n, 1);
+    // Read, the first frees the way.
+    rx.recv().unwrap().check(HUGE);
+    tx.try_send(back).unwrap();
+    rx.recv().unwrap().check(HUGE);
+    drop((tx, rx));
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
 fn a_thread_can_send_itself_a_body_past_the_pool_behind_unread_messages() {
     let _serial = serial();
     let (tx, rx) = channel::<Numbered>().unwrap();

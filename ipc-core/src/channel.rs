@@ -72,7 +72,8 @@ impl<T: Serialize> Sender<T> {
     /// memory in flight, not a memfd per queued message. A body over
     /// 32 MiB goes in a fresh sealed memfd; the send waits, once it is
     /// written, while the sealed bodies still unread would pass 64 MiB
-    /// with it (the first after the receiver caught up always goes).
+    /// with it (the first after the receiver caught up always goes), so a
+    /// slow receiver pins about one such body, not one per queued message.
     ///
     /// Descriptors in the message are duplicated into the receiver when the
     /// datagram is queued; the message is then dropped, closing this side's
@@ -112,8 +113,10 @@ impl<T: Serialize> Sender<T> {
     ///
     /// # Errors
     ///
-    /// [`Full`](crate::Error::Full) when the receiver has not kept up, and
-    /// everything [`send`](Sender::send) returns; the message comes back.
+    /// [`Full`](crate::Error::Full) when the receiver has not kept up: the
+    /// socket buffer is full, or a body in a fresh sealed memfd would keep
+    /// more than 64 MiB of such bodies unread (where [`send`](Sender::send)
+    /// waits); and everything `send` returns. The message comes back.
     ///
     /// # Examples
     ///

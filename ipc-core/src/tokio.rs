@@ -136,7 +136,11 @@ impl<T> AsyncSender<T> {
 }
 
 impl<T: Serialize> AsyncSender<T> {
-    /// Sends a message, waiting while the socket buffer is full.
+    /// Sends a message, waiting while the socket buffer is full, and while
+    /// a body in a fresh sealed memfd would keep more than 64 MiB of such
+    /// bodies unread (see [`Sender::try_send`]). It never waits for the
+    /// pool of [`Sender::send`]: with every pooled memfd lent, a large body
+    /// goes in a fresh sealed memfd.
     ///
     /// # Errors
     ///

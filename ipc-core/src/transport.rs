@@ -202,11 +202,15 @@ impl Outbox {
                 Err(e) => return Err(encode_error(e)),
             }
         }
+        // A send that must not wait finds out before it writes the body; a
+        // blocking one writes first, so that the body is filled while the
+        // receiver reads the one before.
+        if dontwait && !may_send_sealed(socket, size) {
+            return Err(Error::Full);
+        }
         let memfd = body::create()?;
         let body_len = self.stream(message, memfd.as_fd())?;
         body::seal(memfd.as_fd())?;
-        // Written first, so that it is filled while the receiver reads the
-        // body before.
         if !dontwait {
             wait_to_send_sealed(socket, body_len);
         }
@@ -291,25 +295,29 @@ fn wait_for_slot(socket: &Socket, size: usize) -> Claim {
 /// A sealed body is about to go. Every one the receiver has not read yet
 /// pins its pages, and the socket buffer holds about 278 datagrams: 278
 /// bodies of 256 MiB would be 70 GiB. So while earlier datagrams of this
-/// side are unread and sealed bodies sent since this side last saw them
-/// all read would exceed the pool's budget with this one, wait, as for
-/// room in a full socket. The first sealed body after the queue was seen
-/// empty always goes, however large, so a thread that sends a large body
-/// to a channel it reads itself waits only at the second.
+/// side are unread and the sealed bodies sent since this side last saw
+/// them all read would pass the pool's budget with this one, a blocking
+/// send waits, as for room in a full socket, and one that must not wait
+/// is `Full`. The first sealed body after the queue was seen empty always
+/// goes, however large, so a thread that sends a large body to a channel
+/// it reads itself is held up only at the second.
+fn may_send_sealed(socket: &Socket, size: usize) -> bool {
+    match socket::unread_bytes(socket.as_fd()) {
+        Ok(0) | Err(_) => {
+            socket.sealed_in_flight.store(0, Ordering::Relaxed);
+            true
+        }
+        Ok(_) => {
+            let in_flight = socket.sealed_in_flight.load(Ordering::Relaxed);
+            in_flight == 0 || in_flight.saturating_add(size) <= pool::BUDGET
+        }
+    }
+}
+
+/// Waits until [`may_send_sealed`].
 fn wait_to_send_sealed(socket: &Socket, size: usize) {
     let mut pause = Duration::from_micros(20);
-    loop {
-        match socket::unread_bytes(socket.as_fd()) {
-            Ok(0) | Err(_) => {
-                socket.sealed_in_flight.store(0, Ordering::Relaxed);
-                return;
-            }
-            Ok(_) => {}
-        }
-        let in_flight = socket.sealed_in_flight.load(Ordering::Relaxed);
-        if in_flight == 0 || in_flight.saturating_add(size) <= pool::BUDGET {
-            return;
-        }
+    while !may_send_sealed(socket, size) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(1));
     }
