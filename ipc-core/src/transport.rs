@@ -52,7 +52,7 @@ pub(crate) struct Socket {
     /// Memfds for the bodies this side sends out of line.
     pool: Pool,
     /// Bytes of sealed bodies this process sent since it last saw every
-    /// datagram it sent read (see [`wait_to_send_sealed`]).
+    /// datagram it sent read (see [`may_send_sealed`]).
     sealed_in_flight: AtomicUsize,
 }
 
