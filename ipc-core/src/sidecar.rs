@@ -138,6 +138,7 @@ pub(crate) enum Failure<E> {
 /// unreferenced descriptor is checked after a decode that succeeded.
 /// Whatever is left in the slots is closed, on every path, a panic included;
 /// `slots` comes back empty, its capacity kept.
+#[inline]
 pub(crate) fn restore<T, E>(
     slots: &mut Vec<Option<OwnedFd>>,
     decode: impl FnOnce() -> Result<T, E>,
@@ -191,6 +192,7 @@ pub(crate) fn restore<T, E>(
 }
 
 /// [`restore`] for a message with no descriptors.
+#[inline]
 fn restore_empty<T, E>(decode: impl FnOnce() -> Result<T, E>) -> Result<T, Failure<E>> {
     struct Restore(Option<Option<u32>>);
     impl Drop for Restore {

@@ -85,6 +85,7 @@ impl Socket {
     }
 
     /// Receives one datagram and decodes it as a `T`, within `limits`.
+    #[inline]
     pub(crate) fn recv<T: DeserializeOwned>(&self, limits: &Limits, wait: Wait) -> Result<T> {
         with_buffer(&INBOX, Inbox::new, |inbox| {
             inbox.recv(self.fd.as_fd(), limits, wait)
@@ -105,6 +106,7 @@ thread_local! {
 
 /// Runs `f` with this thread's buffer, made on first use. A send or receive
 /// made from inside another (a `Serialize` impl that sends) gets a fresh one.
+#[inline]
 fn with_buffer<B, R>(
     key: &'static std::thread::LocalKey<RefCell<Option<B>>>,
     make: fn() -> B,
@@ -393,6 +395,7 @@ impl Inbox {
         }
     }
 
+    #[inline]
     fn recv<T: DeserializeOwned>(
         &mut self,
         socket: BorrowedFd<'_>,
@@ -441,6 +444,7 @@ impl Inbox {
 
     /// Decodes the datagram in the buffer with the descriptors in `fds`.
     /// `hung_up` tells an empty datagram from the end of the stream.
+    #[inline]
     fn decode<T: DeserializeOwned>(
         &mut self,
         received: Received,
@@ -616,6 +620,7 @@ mod refused {
 
 /// Decodes `body` exactly, with `fds` available by index; every descriptor
 /// must be named exactly once.
+#[inline]
 fn decode_body<T: DeserializeOwned>(
     body: &[u8],
     fds: &mut Vec<OwnedFd>,
