@@ -279,14 +279,13 @@ impl Outbox {
 /// does not hand back (or is mid-copy): stop waiting, the body goes in a
 /// fresh sealed memfd.
 fn wait_for_slot(socket: &Socket, size: usize) -> Claim {
-    let mut pause = Duration::from_micros(20);
+    let mut backoff = Backoff::new();
     loop {
         match socket::unread_bytes(socket.as_fd()) {
             Ok(0) | Err(_) => return Claim::Never,
             Ok(_) => {}
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(1));
+        backoff.sleep();
         match socket.pool.claim(size) {
             Claim::Busy => continue,
             claim => return claim,
@@ -318,10 +317,24 @@ fn may_send_sealed(socket: &Socket, size: usize) -> bool {
 
 /// Waits until [`may_send_sealed`].
 fn wait_to_send_sealed(socket: &Socket, size: usize) {
-    let mut pause = Duration::from_micros(20);
+    let mut backoff = Backoff::new();
     while !may_send_sealed(socket, size) {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(1));
+        backoff.sleep();
+    }
+}
+
+/// The pauses of a sender waiting on its receiver's progress, which no
+/// descriptor signals: from 20 µs, doubling up to 1 ms.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_micros(20))
+    }
+
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_millis(1));
     }
 }
 
@@ -498,12 +511,7 @@ impl Inbox {
                 if header.body_len > pool::POOL_BODY_MAX as u64 {
                     // Copied before it is decoded: without this bound a
                     // sparse memfd would cost its whole length in memory.
-                    return Err(Error::Decode(format!(
-                        "a pooled body of {} bytes is larger than any sender pools ({} bytes); \
-                         the peer does not follow the protocol",
-                        header.body_len,
-                        pool::POOL_BODY_MAX
-                    )));
+                    return Err(refused::pooled_too_large(header.body_len));
                 }
                 check_own_count(self.fds.len(), limits)?;
                 let len = lent.check(header.body_len)?;
@@ -606,6 +614,15 @@ mod refused {
     pub(super) fn body_len(announced: u64, arrived: usize) -> Error {
         Error::Decode(format!(
             "the header announces a body of {announced} bytes but {arrived} arrived"
+        ))
+    }
+
+    #[cold]
+    pub(super) fn pooled_too_large(len: u64) -> Error {
+        Error::Decode(format!(
+            "a pooled body of {len} bytes is larger than any sender pools ({} bytes); the \
+             peer does not follow the protocol",
+            super::pool::POOL_BODY_MAX
         ))
     }
 
