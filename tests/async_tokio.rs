@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use ipc_core::tokio::{AsyncConnection, AsyncListener, AsyncReceiver, AsyncSender};
 use ipc_core::{channel, Connection, Error, Fd, IpcMessage, Listener};
-use support::{close_in_child, dev_nulls, fd_count, fork_child, serial};
+use support::{close_in_child, dev_nulls, fd_count, fork_child, queued_when_sender_stops, serial};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -258,26 +258,11 @@ fn an_async_sender_of_bodies_past_the_pool_keeps_one_unread() {
     });
     // One is queued; the next waits for the receiver to read it (woken by
     // the socket's writability, not by polling).
-    let queued = || {
-        let mut n: nix::libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through a pointer to `n`, valid
-        // for writes for the call.
-        let rc = unsafe {
-            nix::libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&rx)),
-                nix::libc::FIONREAD,
-                &mut n,
-            )
-        };
-        assert_eq!(rc, 0, "FIONREAD");
-        n as usize
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while queued() < 16 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(queued(), 16, "the async sender did not wait");
+    assert_eq!(
+        queued_when_sender_stops(&rx, 16),
+        16,
+        "the async sender did not wait"
+    );
     for n in 0..MESSAGES {
         let huge = rx.recv_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(huge.n, n);

@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use ipc_core::{channel, Connection, Error, IpcMessage, Sender};
-use support::{close_in_child, fd_count, fds_naming, fork_child, serial};
+use support::{close_in_child, fd_count, fds_naming, fork_child, queued_when_sender_stops, serial};
 
 #[test]
 fn ping_pong_over_a_connection_between_processes() {
@@ -230,17 +229,6 @@ fn a_sender_running_ahead_never_overwrites_a_body_not_yet_read() {
     assert_eq!(fds_naming(POOLED), 0, "the pool outlived its sender");
 }
 
-/// Bytes queued for the receiver of `rx` (`SIOCINQ`): on a seqpacket
-/// socket, the sum of every queued datagram.
-fn queued_bytes(rx: &impl AsFd) -> usize {
-    let mut n: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through a pointer to `n`, valid for
-    // writes for the call.
-    let rc = unsafe { nix::libc::ioctl(rx.as_fd().as_raw_fd(), nix::libc::FIONREAD, &mut n) };
-    assert_eq!(rc, 0, "FIONREAD");
-    n as usize
-}
-
 #[test]
 fn a_blocking_sender_far_ahead_waits_for_its_receiver() {
     let _serial = serial();
@@ -256,13 +244,8 @@ fn a_blocking_sender_far_ahead_waits_for_its_receiver() {
     // The sender fills its pool (each message a 16-byte datagram and a
     // memfd), then waits: no fresh memfd per queued message.
     let full = SLOTS * 16;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while queued_bytes(&rx) < full && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        queued_bytes(&rx),
+        queued_when_sender_stops(&rx, full),
         full,
         "the sender did not wait for its pool"
     );
@@ -292,12 +275,11 @@ fn a_blocking_sender_of_bodies_past_the_pool_keeps_one_unread() {
     drop(tx);
     // One sealed body is queued; the next is written and waits for it to
     // be read, instead of pinning 40 MiB more per queued datagram.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while queued_bytes(&rx) < 16 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(queued_bytes(&rx), 16, "the sender did not wait");
+    assert_eq!(
+        queued_when_sender_stops(&rx, 16),
+        16,
+        "the sender did not wait"
+    );
     for n in 0..MESSAGES {
         let message = rx.recv().unwrap();
         assert_eq!(message.n, n);

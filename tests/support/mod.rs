@@ -46,6 +46,29 @@ pub fn fd_count() -> usize {
     second.len()
 }
 
+/// Bytes queued for the receiver of `rx` (`FIONREAD`): on a seqpacket
+/// socket, the sum of every queued datagram.
+pub fn queued_bytes(rx: &impl AsFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a pointer to `n`, valid for
+    // writes for the call.
+    let rc = unsafe { nix::libc::ioctl(rx.as_fd().as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD");
+    n as usize
+}
+
+/// What is queued at `rx` once a sender in another process has stopped:
+/// waits (up to 10 s) for at least `at_least` bytes, then 300 ms more, so
+/// that a sender that does not stop where it should shows in the count.
+pub fn queued_when_sender_stops(rx: &impl AsFd, at_least: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while queued_bytes(rx) < at_least && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    queued_bytes(rx)
+}
+
 /// Open descriptors of this process whose target names `what` (a memfd's
 /// name, say).
 pub fn fds_naming(what: &str) -> usize {
