@@ -7,7 +7,7 @@ mod support;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use ipc_core::{channel, Error, Fd, Limits, Sender};
+use ipc_core::{channel, Error, Fd, Limits, Receiver, Sender};
 use nix::fcntl::SealFlag;
 use support::{
     close_in_child, dev_nulls, fd_count, fork_child, header, inline_frame, memfd, send_raw, serial,
@@ -29,37 +29,48 @@ fn too_large(e: &Error) -> bool {
     matches!(e, Error::TooLarge { .. })
 }
 
-const CASES: &[(&str, Expect)] = &[
-    ("garbage bytes with three descriptors", decode),
-    ("empty datagram", decode),
-    ("short header", decode),
-    ("future wire version", decode),
-    ("unknown body kind", decode),
-    ("header counts two descriptors, three came", descriptor),
-    ("index out of range", descriptor),
-    ("index used twice", descriptor),
-    ("descriptor nothing names", descriptor),
-    ("trailing bytes after the body", decode),
-    ("body shorter than announced", decode),
-    ("body cut inside a value", decode),
-    ("datagram longer than the receive buffer", decode),
-    ("more descriptors than the receiver's limit", descriptor),
-    ("inline body larger than the byte limit", too_large),
-    ("out-of-line body of a terabyte", too_large),
-    ("out-of-line body without its memfd", descriptor),
-    ("out-of-line body in a plain file", descriptor),
-    ("out-of-line body in an unsealed memfd", descriptor),
+/// Each hostile datagram and what the receiver says; `None`: it is no
+/// message at all, skipped, and the next message arrives in its place.
+const CASES: &[(&str, Option<Expect>)] = &[
+    ("garbage bytes with three descriptors", Some(decode)),
+    ("empty datagram", None),
+    ("short header", Some(decode)),
+    ("future wire version", Some(decode)),
+    ("unknown body kind", Some(decode)),
+    (
+        "header counts two descriptors, three came",
+        Some(descriptor),
+    ),
+    ("index out of range", Some(descriptor)),
+    ("index used twice", Some(descriptor)),
+    ("descriptor nothing names", Some(descriptor)),
+    ("trailing bytes after the body", Some(decode)),
+    ("body shorter than announced", Some(decode)),
+    ("body cut inside a value", Some(decode)),
+    ("datagram longer than the receive buffer", Some(decode)),
+    (
+        "more descriptors than the receiver's limit",
+        Some(descriptor),
+    ),
+    ("inline body larger than the byte limit", Some(too_large)),
+    ("out-of-line body of a terabyte", Some(too_large)),
+    ("out-of-line body without its memfd", Some(descriptor)),
+    ("out-of-line body in a plain file", Some(descriptor)),
+    ("out-of-line body in an unsealed memfd", Some(descriptor)),
     (
         "out-of-line body in a memfd shorter than announced",
-        descriptor,
+        Some(descriptor),
     ),
-    ("out-of-line body with inline bytes too", decode),
-    ("pooled body of a terabyte", too_large),
-    ("pooled body without its memfd", descriptor),
-    ("pooled body in a plain file", descriptor),
-    ("pooled body in a memfd shorter than announced", descriptor),
-    ("pooled body that does not decode", decode),
-    ("pooled body with inline bytes too", decode),
+    ("out-of-line body with inline bytes too", Some(decode)),
+    ("pooled body of a terabyte", Some(too_large)),
+    ("pooled body without its memfd", Some(descriptor)),
+    ("pooled body in a plain file", Some(descriptor)),
+    (
+        "pooled body in a memfd shorter than announced",
+        Some(descriptor),
+    ),
+    ("pooled body that does not decode", Some(decode)),
+    ("pooled body with inline bytes too", Some(decode)),
 ];
 
 /// A memfd laid out as a sender's pool slot: the state word says lent, and
@@ -148,15 +159,17 @@ fn every_protocol_violation_is_refused_and_closes_what_came() {
         }
     });
     for (i, (name, expect)) in CASES.iter().enumerate() {
-        let got = rx.recv();
-        match &got {
-            Err(e) if expect(e) => {
-                let text = e.to_string();
-                assert!(text.len() > 20, "{name}: the error says little: {text}");
+        if let Some(expect) = expect {
+            let got = rx.recv();
+            match &got {
+                Err(e) if expect(e) => {
+                    let text = e.to_string();
+                    assert!(text.len() > 20, "{name}: the error says little: {text}");
+                }
+                other => panic!("{name}: expected a refusal, got {other:?}"),
             }
-            other => panic!("{name}: expected a refusal, got {other:?}"),
+            assert_eq!(fd_count(), before, "{name}: a descriptor leaked");
         }
-        assert_eq!(fd_count(), before, "{name}: a descriptor leaked");
         let (tag, fds) = rx.recv().unwrap_or_else(|e| panic!("after {name}: {e}"));
         assert_eq!(
             tag as usize, i,
@@ -191,6 +204,27 @@ fn a_channel_end_that_is_not_a_seqpacket_socket_is_refused() {
             &inline_frame(1, &[0]),
             &[std::os::fd::AsRawFd::as_raw_fd(&a)],
         );
+        // A listening seqpacket socket, and one never connected: every
+        // receive on them would fail at once.
+        let name = format!("@ipc-core-hostile-listen-{}", std::process::id());
+        let listening = ipc_core::Listener::<u8, u8>::bind(&name).unwrap();
+        send_raw(
+            &raw,
+            &inline_frame(1, &[0]),
+            &[listening.as_fd().as_raw_fd()],
+        );
+        let unconnected = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        send_raw(
+            &raw,
+            &inline_frame(1, &[0]),
+            &[std::os::fd::AsRawFd::as_raw_fd(&unconnected)],
+        );
         // A real channel end.
         let (good, _keep) = channel::<u8>().unwrap();
         let good = OwnedFd::try_from(good).unwrap();
@@ -200,7 +234,7 @@ fn a_channel_end_that_is_not_a_seqpacket_socket_is_refused() {
             &[std::os::fd::AsRawFd::as_raw_fd(&good)],
         );
     });
-    for _ in 0..2 {
+    for _ in 0..4 {
         match rx.recv() {
             Err(Error::Descriptor(why)) => assert!(why.contains("SOCK_SEQPACKET"), "{why}"),
             other => panic!("expected a refusal, got {other:?}"),
@@ -252,4 +286,70 @@ fn a_refused_pooled_body_is_still_handed_back() {
         drop(slot);
         assert_eq!(fd_count(), before, "{name}: a descriptor leaked");
     }
+}
+
+/// `SO_PASSPIDFD` (Linux 6.5): the kernel attaches a pidfd of the sender to
+/// every datagram the socket receives.
+const SO_PASSPIDFD: i32 = 76;
+
+fn turn_on(socket: &impl AsFd, option: i32) {
+    let on: nix::libc::c_int = 1;
+    // SAFETY: `on` is a valid int for the call, and its size is passed.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            option,
+            (&on as *const nix::libc::c_int).cast(),
+            std::mem::size_of_val(&on) as nix::libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {option}");
+}
+
+/// A peer hands over a channel end whose socket it told the kernel to
+/// attach credentials and a pidfd to every datagram: the pidfds are closed
+/// as they come, and a message with the most descriptors still fits.
+#[test]
+fn control_messages_a_peer_turns_on_leak_nothing_and_take_no_room() {
+    let _serial = serial();
+    let (carrier_tx, carrier_rx) = channel::<Receiver<Msg>>().unwrap();
+    let before = fd_count();
+    let child = fork_child(|| {
+        close_in_child(&carrier_rx);
+        let (tx, rx) = channel::<Msg>().unwrap();
+        turn_on(&rx, nix::libc::SO_PASSCRED);
+        turn_on(&rx, SO_PASSPIDFD);
+        carrier_tx.send(rx).unwrap();
+        for i in 0..100 {
+            tx.send((i, vec![])).unwrap();
+        }
+        let most = Limits::MAX_DESCRIPTORS;
+        tx.send((100, dev_nulls(most).into_iter().map(Fd::new).collect()))
+            .unwrap();
+        tx.send((101, dev_nulls(most - 1).into_iter().map(Fd::new).collect()))
+            .unwrap();
+    });
+    let rx = carrier_rx.recv().unwrap();
+    let with_receiver = fd_count();
+    assert_eq!(with_receiver, before + 1);
+    for i in 0..100 {
+        assert_eq!(rx.recv().unwrap().0, i);
+    }
+    assert_eq!(fd_count(), with_receiver, "a pidfd per message leaked");
+    for (tag, count) in [
+        (100, Limits::MAX_DESCRIPTORS),
+        (101, Limits::MAX_DESCRIPTORS - 1),
+    ] {
+        let (got, fds) = rx
+            .recv()
+            .unwrap_or_else(|e| panic!("{count} descriptors: {e}"));
+        assert_eq!((got, fds.len()), (tag, count));
+        drop(fds);
+        assert_eq!(fd_count(), with_receiver);
+    }
+    child.join();
+    assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+    drop(rx);
+    assert_eq!(fd_count(), before);
 }

@@ -37,11 +37,12 @@ pub(crate) fn deserialize_socket<'de, D: Deserializer<'de>>(
     what: &str,
 ) -> Result<OwnedFd, D::Error> {
     let fd = deserialize_fd(deserializer)?;
-    if crate::sys::socket::is_unix_seqpacket(fd.as_fd()) {
+    if crate::sys::socket::is_channel_end(fd.as_fd()) {
         Ok(fd)
     } else {
         Err(de::Error::custom(sidecar::reject(format!(
-            "a {what} must be an AF_UNIX SOCK_SEQPACKET socket, but the peer sent another kind of descriptor"
+            "a {what} must be a connected AF_UNIX SOCK_SEQPACKET socket, but the peer sent \
+             another kind of descriptor (or a listening or unconnected socket)"
         ))))
     }
 }

@@ -54,9 +54,9 @@ pub(crate) fn take_inherited(fd: RawFd) -> Result<OwnedFd, String> {
     }
     // SAFETY: `fd` is open (checked above); the borrow lasts for this check.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    if !super::socket::is_unix_seqpacket(borrowed) {
+    if !super::socket::is_channel_end(borrowed) {
         return Err(format!(
-            "descriptor {fd} is not an AF_UNIX SOCK_SEQPACKET socket"
+            "descriptor {fd} is not a connected AF_UNIX SOCK_SEQPACKET socket"
         ));
     }
     if TAKEN.swap(true, Ordering::SeqCst) {

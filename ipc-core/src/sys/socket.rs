@@ -23,7 +23,29 @@ const fn control_space(n: usize) -> usize {
     unsafe { libc::CMSG_SPACE((n * FD_SIZE) as libc::c_uint) as usize }
 }
 
-const CONTROL_CAPACITY: usize = control_space(MAX_FDS);
+/// Room for the control messages a socket option can add to every
+/// datagram, besides `SCM_RIGHTS`: `SCM_CREDENTIALS` (`SO_PASSCRED`),
+/// `SCM_PIDFD` (`SO_PASSPIDFD`) and a short `SCM_SECURITY` label
+/// (`SO_PASSSEC`). Whoever holds a socket can set those options, a peer
+/// that handed the socket over included, so a receive leaves room for them
+/// or a message within the limits would come control-truncated.
+const OTHER_CONTROL: usize = {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument; it reads no memory.
+    let credentials = unsafe { libc::CMSG_SPACE(size_of::<libc::ucred>() as libc::c_uint) };
+    // SAFETY: as above.
+    let pidfd = unsafe { libc::CMSG_SPACE(FD_SIZE as libc::c_uint) };
+    // SAFETY: as above.
+    let label = unsafe { libc::CMSG_SPACE(SECURITY_LABEL as libc::c_uint) };
+    (credentials + pidfd + label) as usize
+};
+
+/// Bytes of an `SCM_SECURITY` label a receive makes room for.
+const SECURITY_LABEL: usize = 64;
+
+/// `SCM_PIDFD` (Linux 6.5): a pidfd of the sender, installed in our table.
+const SCM_PIDFD: libc::c_int = 0x04;
+
+const CONTROL_CAPACITY: usize = control_space(MAX_FDS) + OTHER_CONTROL;
 
 /// A control buffer aligned for `cmsghdr` (whose alignment is that of `size_t`).
 #[repr(C, align(8))]
@@ -144,9 +166,24 @@ pub(crate) struct Received {
     pub control_truncated: bool,
 }
 
+impl Received {
+    /// Nothing came: no byte, and nothing cut short.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && !self.truncated && !self.control_truncated
+    }
+}
+
 /// Receives one datagram into `buf`, its descriptors pushed onto `fds` as
-/// owned, close-on-exec descriptors. Room is made for at most `max_fds`
-/// descriptors. Retries on `EINTR`; with `dontwait` an empty socket is `EAGAIN`.
+/// owned, close-on-exec descriptors. Room is made for `max_fds` descriptors
+/// (a few more fit where no other control message takes the room; the
+/// caller counts them). Retries on `EINTR`; with `dontwait` an empty socket
+/// is `EAGAIN`.
+///
+/// Every descriptor the kernel installs is owned at once: those of
+/// `SCM_RIGHTS` are handed to the caller, a pidfd of `SCM_PIDFD` (which a
+/// peer turns on with `SO_PASSPIDFD` on a socket it handed over) is closed.
+/// Control messages that carry no descriptor (credentials, a security
+/// label) are ignored.
 #[inline]
 pub(crate) fn recv(
     socket: BorrowedFd<'_>,
@@ -165,10 +202,8 @@ pub(crate) fn recv(
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
     header.msg_iov = &mut iov;
     header.msg_iovlen = 1;
-    if max_fds > 0 {
-        header.msg_control = control.as_mut_ptr();
-        header.msg_controllen = control_space(max_fds) as _;
-    }
+    header.msg_control = control.as_mut_ptr();
+    header.msg_controllen = (control_space(max_fds) + OTHER_CONTROL) as _;
     let flags = libc::MSG_CMSG_CLOEXEC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
     let len = loop {
         // SAFETY: the iovec covers `buf`, writable for its length; the control
@@ -199,7 +234,9 @@ pub(crate) fn recv(
                     (*cmsg).cmsg_len as usize,
                 )
             };
-            if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            let installs_fds =
+                level == libc::SOL_SOCKET && (kind == libc::SCM_RIGHTS || kind == SCM_PIDFD);
+            if installs_fds {
                 let data_len = cmsg_len.saturating_sub(cmsg_len_zero());
                 let count = data_len / FD_SIZE;
                 // SAFETY: CMSG_DATA of a valid cmsghdr points at its payload.
@@ -211,7 +248,11 @@ pub(crate) fn recv(
                     let raw = unsafe { ptr::read_unaligned(data.add(i)) };
                     // SAFETY: the kernel just installed `raw` in our table
                     // for this message; nothing else owns it.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if kind == libc::SCM_RIGHTS {
+                        fds.push(owned);
+                    }
+                    // A pidfd the peer's socket option asked for: closed here.
                 }
             }
             // SAFETY: `header` describes the control buffer and `cmsg` is one
@@ -230,6 +271,40 @@ pub(crate) fn recv(
 const fn cmsg_len_zero() -> usize {
     // SAFETY: CMSG_LEN is arithmetic on its argument; it reads no memory.
     unsafe { libc::CMSG_LEN(0) as usize }
+}
+
+/// Whether a receive on `socket` that read nothing was the end of the
+/// stream: the peer closed its end or shut it down for writing (or this
+/// end was shut down for reading), and nothing more is queued. A live peer
+/// can send an empty datagram too, which is no end; neither is one queued
+/// before real messages.
+pub(crate) fn finished(socket: BorrowedFd<'_>) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // nix's poll drops what it does not name, POLLRDHUP among it.
+    // SAFETY: `fd` is one valid pollfd, writable for the call; a zero
+    // timeout never blocks.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    let shut = ready == 1 && fd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0;
+    // Messages still queued behind an empty datagram come first.
+    shut && queued_bytes(socket) == Ok(0)
+}
+
+/// Bytes queued for reading (`SIOCINQ`): on a seqpacket socket, those of
+/// every queued datagram, so an empty datagram adds nothing.
+pub(crate) fn queued_bytes(socket: BorrowedFd<'_>) -> Result<usize, Errno> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at
+    // `value`, valid for writes for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut value) };
+    if rc == 0 {
+        Ok(value.max(0) as usize)
+    } else {
+        Err(Errno::last())
+    }
 }
 
 /// Reads an integer socket option.
@@ -273,11 +348,19 @@ pub(crate) fn unread_bytes(socket: BorrowedFd<'_>) -> Result<usize, Errno> {
     }
 }
 
-/// Whether `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket, the only kind a
-/// channel end can be.
+/// Whether `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket.
 pub(crate) fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
     int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
         && int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_SEQPACKET)
+}
+
+/// Whether `fd` can be a channel end: a connected `AF_UNIX`
+/// `SOCK_SEQPACKET` socket. A listening or an unconnected one fails every
+/// receive at once (`ENOTCONN`), and would keep a `Select` waking.
+pub(crate) fn is_channel_end(fd: BorrowedFd<'_>) -> bool {
+    is_unix_seqpacket(fd)
+        && int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Ok(0)
+        && nix::sys::socket::getpeername::<nix::sys::socket::UnixAddr>(fd.as_raw_fd()).is_ok()
 }
 
 /// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the peer process.
