@@ -78,6 +78,7 @@
 pub mod __private;
 mod atomic;
 mod body;
+mod bounded;
 mod carry;
 mod channel;
 mod connection;

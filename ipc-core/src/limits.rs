@@ -1,12 +1,15 @@
 //! What a receiver accepts in one message.
 
-/// The most descriptors and bytes a receiver accepts in one message.
+/// The most a receiver accepts in one message: descriptors, body bytes,
+/// nesting depth, and elements that take no bytes.
 ///
 /// Limits belong to the receiver, so a hostile peer can flood neither its
-/// descriptor table nor its memory. A message over a limit is refused with
-/// an error, every descriptor that came with it closed, and the channel
-/// stays usable. The defaults let every ordinary message through: 253
-/// descriptors (the kernel's `SCM_MAX_FD`) and bodies up to 2 GiB.
+/// descriptor table nor its memory, overflow its stack with a deeply nested
+/// value, nor keep it busy decoding a `Vec<()>` of 2^64 elements. A message
+/// over a limit is refused with an error, every descriptor that came with
+/// it closed, and the channel stays usable. The defaults let every ordinary
+/// message through: 253 descriptors (the kernel's `SCM_MAX_FD`), bodies up
+/// to 2 GiB, 128 levels of nesting, 65,536 zero-sized elements.
 ///
 /// # Examples
 ///
@@ -25,6 +28,8 @@
 pub struct Limits {
     max_descriptors: usize,
     max_bytes: u64,
+    max_depth: usize,
+    max_zero_sized: usize,
 }
 
 impl Limits {
@@ -33,6 +38,14 @@ impl Limits {
 
     /// The default body limit: 2 GiB.
     pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+    /// The default nesting limit: 128 levels, deeper than any hand-written
+    /// type, and shallow enough for a thread's stack of 2 MiB, whatever
+    /// the message type.
+    pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+    /// The default limit on elements that take no bytes: 65,536.
+    pub const DEFAULT_MAX_ZERO_SIZED: usize = 1 << 16;
 
     /// Accept at most `n` descriptors per message (capped at
     /// [`Limits::MAX_DESCRIPTORS`]).
@@ -59,6 +72,80 @@ impl Limits {
     pub fn with_max_bytes(mut self, n: u64) -> Self {
         self.max_bytes = n;
         self
+    }
+
+    /// Accept values nested at most `n` levels deep.
+    ///
+    /// Each struct, tuple, enum variant, `Option`, sequence and map inside
+    /// the message takes a level: `Vec<Option<(u8, String)>>` takes three
+    /// (`String` and numbers take none). A message type that recurses
+    /// (`enum Tree { Leaf(u8), Node(Box<Tree>) }`) takes a level per node,
+    /// so this bounds how deep the decoder recurses: raise it only as far
+    /// as the receiving thread's stack allows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{channel, Error, Limits};
+    ///
+    /// let (tx, mut rx) = channel::<Option<Option<Option<u8>>>>()?;
+    /// rx.set_limits(Limits::default().with_max_depth(2));
+    /// tx.send(Some(Some(Some(1))))?;
+    /// assert!(matches!(rx.recv(), Err(Error::Decode(_))));
+    /// tx.send(Some(None))?;
+    /// assert_eq!(rx.recv()?, Some(None));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn with_max_depth(mut self, n: usize) -> Self {
+        self.max_depth = n;
+        self
+    }
+
+    /// Accept at most `n` sequence elements and map entries that take no
+    /// bytes of the body, such as the `()` of a `Vec<()>`, in one message.
+    ///
+    /// Every other element takes at least one byte, so the body's length
+    /// bounds them; these would let a peer announce 2^64 of them in a few
+    /// bytes and keep the receiver decoding for ever.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{channel, Error, Limits};
+    ///
+    /// let (tx, mut rx) = channel::<Vec<()>>()?;
+    /// rx.set_limits(Limits::default().with_max_zero_sized(10));
+    /// tx.send(vec![(); 11])?;
+    /// assert!(matches!(rx.recv(), Err(Error::Decode(_))));
+    /// tx.send(vec![(); 10])?;
+    /// assert_eq!(rx.recv()?.len(), 10);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn with_max_zero_sized(mut self, n: usize) -> Self {
+        self.max_zero_sized = n;
+        self
+    }
+
+    /// The deepest nesting accepted per message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ipc_core::Limits::default().max_depth(), 128);
+    /// ```
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// The most zero-sized elements accepted per message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ipc_core::Limits::default().max_zero_sized(), 65_536);
+    /// ```
+    pub fn max_zero_sized(&self) -> usize {
+        self.max_zero_sized
     }
 
     /// The most descriptors accepted per message.
@@ -89,6 +176,8 @@ impl Default for Limits {
         Limits {
             max_descriptors: Self::MAX_DESCRIPTORS,
             max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_depth: Self::DEFAULT_MAX_DEPTH,
+            max_zero_sized: Self::DEFAULT_MAX_ZERO_SIZED,
         }
     }
 }
