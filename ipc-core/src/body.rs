@@ -165,6 +165,25 @@ fn fits(what: &str, held: u64, len: u64) -> Result<usize, Error> {
     })
 }
 
+/// Checks that the first `len` bytes of a body memfd hold no hole: pages
+/// the sender never wrote. A body the receiver maps is read where it is,
+/// and reading a hole of a memfd allocates a page, charged to the reader
+/// and kept in the memfd for as long as the peer holds it: a peer could
+/// make this process pay for gigabytes it never paid for itself. A sender
+/// writes every byte of a body, so a body with a hole is refused.
+pub(crate) fn check_allocated(fd: &OwnedFd, len: usize) -> Result<(), Error> {
+    use nix::unistd::{lseek, Whence};
+    match lseek(fd, 0, Whence::SeekHole) {
+        Ok(hole) if hole as u64 >= len as u64 => Ok(()),
+        Ok(hole) => Err(Error::Descriptor(format!(
+            "the out-of-line body has a hole at byte {hole} of {len}: memory the peer never \
+             wrote, which this process would pay for as it reads; the peer does not follow \
+             the protocol"
+        ))),
+        Err(e) => Err(Error::io("lseek(SEEK_HOLE)", e)),
+    }
+}
+
 /// Copies `out.len()` bytes from `start` of a body memfd into `out`.
 pub(crate) fn read_copied(fd: &OwnedFd, start: u64, out: &mut [u8]) -> Result<(), Error> {
     let mut read = 0;

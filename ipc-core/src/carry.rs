@@ -151,6 +151,13 @@ impl Carry<shape::Memfd> for memfd::Memfd {
     }
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
         let fd = deserialize_fd(deserializer)?;
+        // memfd's own check takes any file that answers F_GET_SEALS: a
+        // tmpfs file of /dev/shm would pass.
+        let checked =
+            crate::sealing::check(&fd, nix::fcntl::SealFlag::empty(), "a memfd::Memfd field");
+        if let Err(why) = checked {
+            return Err(de::Error::custom(sidecar::reject(why)));
+        }
         memfd::Memfd::try_from_fd(fd).map_err(|_| {
             de::Error::custom(sidecar::reject(
                 "a memfd::Memfd field received a descriptor that is not a memfd".into(),

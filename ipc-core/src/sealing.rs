@@ -43,6 +43,13 @@ pub(crate) fn seal(fd: BorrowedFd<'_>, seals: SealFlag) -> Result<(), Error> {
 
 /// Checks that `fd` is a memfd carrying at least the seals `required` and
 /// returns its size. The message says what is wrong, for `Error::Descriptor`.
+///
+/// A memfd is a file of the kernel's internal tmpfs mount, which every
+/// memfd of this process shares: its device is that of one made here. A
+/// file of a mounted tmpfs (`/dev/shm`) is not one, nor is a memfd made with
+/// `MFD_HUGETLB`, which lives on hugetlbfs: its pages come from a pool a
+/// peer can drain, and a hole punched in it makes a reader die of SIGBUS
+/// whatever the seals say.
 pub(crate) fn check(fd: impl AsFd, required: SealFlag, what: &str) -> Result<u64, String> {
     let fd = fd.as_fd();
     let seals = match fcntl(fd, FcntlArg::F_GET_SEALS) {
@@ -53,14 +60,52 @@ pub(crate) fn check(fd: impl AsFd, required: SealFlag, what: &str) -> Result<u64
             ))
         }
     };
+    let stat = fstat(fd).map_err(|e| format!("fstat on {what} failed: {e}"))?;
+    if Some(stat.st_dev) != memfd_device() {
+        return Err(not_a_memfd(fd, what));
+    }
     if !seals.contains(required) {
         return Err(format!(
             "{what} lacks the seals {:?}; the peer could change it under this process",
             required.difference(seals)
         ));
     }
-    let stat = fstat(fd).map_err(|e| format!("fstat on {what} failed: {e}"))?;
     Ok(stat.st_size as u64)
+}
+
+/// The device of memfds, learned from one made once per process; `None`
+/// while none could be made (out of descriptors): every check fails then.
+fn memfd_device() -> Option<nix::libc::dev_t> {
+    static DEVICE: std::sync::OnceLock<nix::libc::dev_t> = std::sync::OnceLock::new();
+    if let Some(device) = DEVICE.get() {
+        return Some(*device);
+    }
+    let probe = memfd_create(c"ipc-core-probe", MFdFlags::MFD_CLOEXEC).ok()?;
+    let device = fstat(&probe).ok()?.st_dev;
+    Some(*DEVICE.get_or_init(|| device))
+}
+
+/// Makes the device of memfds known now, if it is not yet.
+pub(crate) fn learn_memfd_device() {
+    let _ = memfd_device();
+}
+
+/// Why a sealable file that is no memfd of ours was refused.
+#[cold]
+fn not_a_memfd(fd: BorrowedFd<'_>, what: &str) -> String {
+    let hugetlb = nix::sys::statfs::fstatfs(fd)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC);
+    if hugetlb {
+        format!(
+            "{what} is a hugetlbfs memfd (MFD_HUGETLB), whose pages a peer can take away \
+             under a reader (SIGBUS); send memory made by this crate"
+        )
+    } else {
+        format!(
+            "{what} is a file of a mounted file system (or this process could not make a \
+             memfd to compare it with), not a memfd; the peer must send memory made by this crate"
+        )
+    }
 }
 
 #[cfg(test)]
