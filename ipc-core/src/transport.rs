@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::body;
+use crate::bounded;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::pool::{self, Claim, Pool};
@@ -254,7 +255,9 @@ impl Outbox {
         dontwait: bool,
     ) -> Result<()> {
         check_count(self.fds.len() + 1, MAX_FDS)?;
-        self.fds.push(memfd.as_raw_fd());
+        // First, so that it arrives even where the receiver's control
+        // buffer is too small for the rest, and goes back to this side.
+        self.fds.insert(0, memfd.as_raw_fd());
         let head = head_array(&mut self.datagram[..HEADER_LEN]);
         Header {
             body,
@@ -399,6 +402,9 @@ struct Inbox {
 
 impl Inbox {
     fn new() -> Self {
+        // Learn what a memfd looks like while descriptors are to be had,
+        // before one arrives to be checked (see `sealing::check`).
+        crate::sealing::learn_memfd_device();
         Inbox {
             datagram: vec![0; DATAGRAM_MAX].into_boxed_slice(),
             // Room for the most a datagram carries: receives never allocate.
@@ -415,14 +421,25 @@ impl Inbox {
         limits: &Limits,
         wait: Wait,
     ) -> Result<T> {
-        self.fds.clear();
         // Room for the body's memfd besides the message's own descriptors.
         let room = limits.max_descriptors().saturating_add(1).min(MAX_FDS);
-        let received = self.receive(socket, room, wait)?;
-        let result = self.decode(received, limits, || hung_up(socket));
-        // Whatever the decode did not take is closed, on every path.
-        self.fds.clear();
-        result
+        loop {
+            self.fds.clear();
+            let received = self.receive(socket, room, wait)?;
+            if received.is_empty() && self.fds.is_empty() {
+                // Not a message: the end of the stream, or an empty
+                // datagram a peer sent, which must neither end the channel
+                // nor hide the messages queued behind it.
+                if socket::finished(socket) {
+                    return Err(Error::Disconnected);
+                }
+                continue;
+            }
+            let result = self.decode(received, limits);
+            // Whatever the decode did not take is closed, on every path.
+            self.fds.clear();
+            return result;
+        }
     }
 
     #[inline]
@@ -456,28 +473,29 @@ impl Inbox {
     }
 
     /// Decodes the datagram in the buffer with the descriptors in `fds`.
-    /// `hung_up` tells an empty datagram from the end of the stream.
     #[inline]
-    fn decode<T: DeserializeOwned>(
-        &mut self,
-        received: Received,
-        limits: &Limits,
-        hung_up: impl FnOnce() -> bool,
-    ) -> Result<T> {
+    fn decode<T: DeserializeOwned>(&mut self, received: Received, limits: &Limits) -> Result<T> {
+        let datagram = &self.datagram[..received.len];
+        let header = Header::parse(datagram);
+        // A pooled body's memfd goes back to its sender on every path from
+        // here, refusals included. It is the first descriptor, so it is
+        // there even when the rest did not fit.
+        let lent = match header {
+            Ok(Header {
+                body: Body::Pooled, ..
+            }) if !self.fds.is_empty() => Some(body::Lent::accept(self.fds.remove(0))),
+            _ => None,
+        };
         if received.control_truncated {
             return Err(refused::control_truncated(limits));
         }
         if received.truncated {
             return Err(refused::truncated());
         }
-        if received.len == 0 && self.fds.is_empty() {
-            // End of stream, or a hostile zero-length datagram.
-            return Err(refused::empty(hung_up()));
-        }
-        let datagram = &self.datagram[..received.len];
-        let header = Header::parse(datagram).map_err(refused::header)?;
-        if header.fds as usize != self.fds.len() {
-            return Err(refused::fd_count(header.fds, self.fds.len()));
+        let header = header.map_err(refused::header)?;
+        let arrived = self.fds.len() + usize::from(lent.is_some());
+        if header.fds as usize != arrived {
+            return Err(refused::fd_count(header.fds, arrived));
         }
         match header.body {
             Body::Inline => {
@@ -487,26 +505,32 @@ impl Inbox {
                     return Err(refused::body_len(header.body_len, body.len()));
                 }
                 check_own_count(self.fds.len(), limits)?;
-                decode_body(body, &mut self.fds, &mut self.slots)
+                decode_body(body, &mut self.fds, &mut self.slots, limits)
             }
             Body::OutOfLine => {
-                let memfd = self.take_memfd(datagram.len())?;
+                check_out_of_line(datagram.len())?;
+                if self.fds.is_empty() {
+                    return Err(refused::no_memfd());
+                }
+                let memfd = self.fds.remove(0);
                 check_len(&header, limits)?;
                 check_own_count(self.fds.len(), limits)?;
                 let len = body::check(&memfd, header.body_len)?;
                 if len <= body::COPY_MAX {
                     let spill = spill(&mut self.spill, len);
                     body::read_copied(&memfd, 0, spill)?;
-                    decode_body(spill, &mut self.fds, &mut self.slots)
+                    decode_body(spill, &mut self.fds, &mut self.slots, limits)
                 } else {
+                    // Read from a mapping: every page must be there, or
+                    // reading a hole would make this process pay for it.
+                    body::check_allocated(&memfd, len)?;
                     let map = body::map(&memfd, len)?;
-                    decode_body(map.bytes(), &mut self.fds, &mut self.slots)
+                    decode_body(map.bytes(), &mut self.fds, &mut self.slots, limits)
                 }
             }
             Body::Pooled => {
-                let memfd = self.take_memfd(datagram.len())?;
-                // From here on the slot goes back to the sender on every path.
-                let lent = body::Lent::accept(memfd)?;
+                check_out_of_line(datagram.len())?;
+                let lent = lent.ok_or_else(refused::no_memfd)??;
                 check_len(&header, limits)?;
                 if header.body_len > pool::POOL_BODY_MAX as u64 {
                     // Copied before it is decoded: without this bound a
@@ -518,24 +542,22 @@ impl Inbox {
                 let copied = lent.read(spill(&mut self.spill, len));
                 drop(lent);
                 // The spill stays within `POOL_BODY_MAX`, checked above.
-                copied
-                    .and_then(|()| decode_body(&self.spill[..len], &mut self.fds, &mut self.slots))
+                copied.and_then(|()| {
+                    decode_body(&self.spill[..len], &mut self.fds, &mut self.slots, limits)
+                })
             }
         }
     }
+}
 
-    /// The memfd of an out-of-line body: the last descriptor, with nothing
-    /// but the header in the datagram.
-    fn take_memfd(&mut self, datagram_len: usize) -> Result<OwnedFd> {
-        if datagram_len != HEADER_LEN {
-            return Err(Error::Decode(
-                "an out-of-line body came with inline bytes as well".into(),
-            ));
-        }
-        self.fds
-            .pop()
-            .ok_or_else(|| Error::Descriptor("an out-of-line body came without its memfd".into()))
+/// An out-of-line body's datagram holds the header alone.
+fn check_out_of_line(datagram_len: usize) -> Result<()> {
+    if datagram_len != HEADER_LEN {
+        return Err(Error::Decode(
+            "an out-of-line body came with inline bytes as well".into(),
+        ));
     }
+    Ok(())
 }
 
 /// The first `len` bytes of the spill buffer, grown (never below
@@ -588,14 +610,9 @@ mod refused {
         ))
     }
 
-    /// An empty datagram: the end of the stream when the peer hung up.
     #[cold]
-    pub(super) fn empty(hung_up: bool) -> Error {
-        if hung_up {
-            Error::Disconnected
-        } else {
-            Error::Decode("the peer sent an empty datagram".into())
-        }
+    pub(super) fn no_memfd() -> Error {
+        Error::Descriptor("an out-of-line body came without its memfd".into())
     }
 
     #[cold]
@@ -642,18 +659,13 @@ fn decode_body<T: DeserializeOwned>(
     body: &[u8],
     fds: &mut Vec<OwnedFd>,
     slots: &mut Vec<Option<OwnedFd>>,
+    limits: &Limits,
 ) -> Result<T> {
     slots.clear();
     if !fds.is_empty() {
         slots.extend(fds.drain(..).map(Some));
     }
-    let decoded = sidecar::restore(slots, || {
-        let (message, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| e.to_string())?;
-        if !rest.is_empty() {
-            return Err(format!("{} bytes trail the message", rest.len()));
-        }
-        Ok(message)
-    });
+    let decoded = sidecar::restore(slots, || bounded::from_bytes::<T>(body, limits));
     decoded.map_err(|failure| match failure {
         Failure::Fault(fault) => Error::Descriptor(fault.to_string()),
         Failure::Decode(why) => Error::Decode(why),
@@ -687,15 +699,6 @@ fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
     }
 }
 
-/// Whether the peer of `socket` has closed its end.
-fn hung_up(socket: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
-}
-
 /// Decodes one datagram as a receiver would, without a socket: the entry
 /// point of the fuzz targets and their regression tests. Every descriptor in
 /// `fds` is closed unless the returned message holds it.
@@ -716,7 +719,11 @@ pub(crate) fn decode_datagram<T: DeserializeOwned>(
         truncated: datagram.len() > DATAGRAM_MAX,
         control_truncated,
     };
-    let result = inbox.decode(received, limits, || false);
+    let result = if received.is_empty() && inbox.fds.is_empty() {
+        Err(Error::Decode("an empty datagram is not a message".into()))
+    } else {
+        inbox.decode(received, limits)
+    };
     inbox.fds.clear();
     result
 }

@@ -4,16 +4,22 @@
 //! ```text
 //! offset  size  field
 //!      0     2  magic, b"ic"
-//!      2     1  version, 1
+//!      2     1  version, 2
 //!      3     1  body kind: 0 inline (the body follows the header),
-//!                          1 out of line (the last descriptor is a sealed
+//!                          1 out of line (the first descriptor is a sealed
 //!                            memfd holding the body; nothing follows)
-//!                          2 pooled (the last descriptor is a memfd the
+//!                          2 pooled (the first descriptor is a memfd the
 //!                            sender reuses, body at offset 4096; the
 //!                            receiver copies it and writes 0 at offset 0)
 //!      4     4  descriptors attached, little endian, the body's memfd included
 //!      8     8  body length in bytes, little endian
 //! ```
+//!
+//! The body names the message's own descriptors by index, counted after
+//! the body's memfd. That memfd comes first so that it arrives even when
+//! the receiver's control buffer holds fewer descriptors than were sent
+//! (the kernel keeps the first ones): a pooled memfd then still goes back
+//! to its sender. Version 1 put it last.
 
 use std::fmt;
 
@@ -30,16 +36,16 @@ pub(crate) const INLINE_MAX: usize = 64 * 1024;
 pub(crate) const DATAGRAM_MAX: usize = HEADER_LEN + INLINE_MAX;
 
 const MAGIC: [u8; 2] = *b"ic";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Where the body of a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Body {
     /// Right after the header, in the same datagram.
     Inline,
-    /// In a sealed memfd, the last descriptor of the datagram.
+    /// In a sealed memfd, the first descriptor of the datagram.
     OutOfLine,
-    /// In a memfd of the sender's pool, the last descriptor of the datagram.
+    /// In a memfd of the sender's pool, the first descriptor of the datagram.
     Pooled,
 }
 
@@ -171,8 +177,8 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(Header::parse(&bad), Err(HeaderError::Magic(_))));
         let mut bad = good;
-        bad[2] = 2;
-        assert_eq!(Header::parse(&bad), Err(HeaderError::Version(2)));
+        bad[2] = 1;
+        assert_eq!(Header::parse(&bad), Err(HeaderError::Version(1)));
         let mut bad = good;
         bad[3] = 7;
         assert_eq!(Header::parse(&bad), Err(HeaderError::Kind(7)));

@@ -182,7 +182,7 @@ pub fn send_raw(socket: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd]) {
 pub fn header(kind: u8, fds: u32, body_len: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(16);
     h.extend_from_slice(b"ic");
-    h.push(1);
+    h.push(2);
     h.push(kind);
     h.extend_from_slice(&fds.to_le_bytes());
     h.extend_from_slice(&body_len.to_le_bytes());
