@@ -9,7 +9,7 @@ mod harness;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use harness::Msg;
+use harness::{flags, Msg, Tree};
 use ipc_core::{channel, Limits, SealedMemory, SharedMemory};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
@@ -56,6 +56,13 @@ fn seeds() -> Vec<Vec<u8>> {
                 file: null(),
             },
         ),
+        (
+            vec![0],
+            Msg::Tree(
+                Tree::Fork(Box::new(Tree::Node(Box::new(Tree::Leaf(3)))), Some(null())),
+                vec![(); 5],
+            ),
+        ),
     ];
     messages
         .into_iter()
@@ -87,6 +94,13 @@ fn seeds() -> Vec<Vec<u8>> {
             input
         })
         .collect()
+}
+
+/// An input of the receive target: its flags byte, then a decode input.
+fn with_flags(options: u8, input: &[u8]) -> Vec<u8> {
+    let mut with = vec![options];
+    with.extend_from_slice(input);
+    with
 }
 
 /// The tests count the process's descriptors: one at a time.
@@ -133,7 +147,16 @@ fn valid_frames_decode_and_every_truncation_or_flip_is_handled() {
             ipc_core::__private::fuzz::decode::<Msg>(datagram, fds, &limits).is_ok(),
             "a valid frame decodes"
         );
-        harness::receive(seed);
+        // With every control message and end of stream the receive target
+        // can add around it.
+        let all = flags::PASSCRED
+            | flags::PASSPIDFD
+            | flags::CREDENTIALS
+            | flags::EMPTY_FIRST
+            | flags::HALF_CLOSE;
+        for options in 0..=all {
+            harness::receive(&with_flags(options, seed));
+        }
         // Every truncation is refused, and leaks nothing.
         for cut in 0..datagram.len() {
             let fds = harness::descriptors(&prefix[1..]);
@@ -152,15 +175,15 @@ fn valid_frames_decode_and_every_truncation_or_flip_is_handled() {
             let mut input = seed.clone();
             input[kinds_len + at] ^= 0xff;
             harness::decode(&input);
-            harness::receive(&input);
+            harness::receive(&with_flags(flags::PASSPIDFD | flags::EMPTY_FIRST, &input));
         }
     }
     if let Ok(dir) = std::env::var("IPC_CORE_WRITE_SEEDS") {
         for (i, seed) in seeds.iter().enumerate() {
-            for target in ["decode", "receive"] {
+            for (target, input) in [("decode", seed.clone()), ("receive", with_flags(0, seed))] {
                 let dir = std::path::Path::new(&dir).join(target);
                 std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+                std::fs::write(dir.join(format!("seed-{i}")), input).unwrap();
             }
         }
     }
