@@ -114,6 +114,10 @@ pub use message::IpcMessage;
 pub use select::Select;
 pub use shm::{SealedMemory, SharedMemory};
 
+/// Plain-old-data types, which `#[ipc(pod)]` fields carry as their bytes;
+/// see [`IpcMessage`](trait@IpcMessage). bytemuck's traits, re-exported.
+pub use bytemuck::{Pod, Zeroable};
+
 /// Writes the serde glue that lets a struct or enum holding descriptors
 /// travel as a message; see the [`IpcMessage`](trait@IpcMessage) trait.
 pub use ipc_derive::IpcMessage;
