@@ -279,6 +279,47 @@ impl<'de> MapAccess<'de> for Inside {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::marker::PhantomData;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// What `#[derive(IpcMessage)]` writes into `Deserialize`, by hand: a
+    /// type with one field of type `F`, described as `struct {name}{f:F,}`.
+    struct Derived<F, const V: u8>(PhantomData<F>);
+
+    impl<'de, F: DeserializeOwned, const V: u8> Deserialize<'de> for Derived<F, V> {
+        fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            if probing() {
+                let name = ["Outer", "Inner", "Other"][usize::from(V)];
+                record::<Self>(
+                    name,
+                    &[&format!("struct {name}{{f:"), ",}"],
+                    &[describe_in::<F>],
+                );
+            }
+            Err(de::Error::custom("type probe"))
+        }
+    }
+
+    type Inner<F> = Derived<F, 1>;
+    type Outer<F> = Derived<F, 0>;
+
+    /// `enum Tree { Leaf(u8), Node(Box<Tree>) }`, by hand.
+    struct Tree;
+
+    impl<'de> Deserialize<'de> for Tree {
+        fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            if probing() {
+                record::<Self>(
+                    "Tree",
+                    &["enum Tree{Leaf(", "),Node(", "),}"],
+                    &[describe_in::<u8>, describe_in::<Box<Tree>>],
+                );
+            }
+            Err(de::Error::custom("type probe"))
+        }
+    }
 
     #[test]
     fn plain_types_are_described_by_name_without_paths() {
@@ -289,5 +330,56 @@ mod tests {
             "(Option<PathBuf>, [u8; 3])"
         );
         assert!(!probing());
+    }
+
+    #[test]
+    fn nested_derived_types_are_described_by_their_structure() {
+        assert_eq!(
+            describe::<Outer<Inner<u32>>>(),
+            "struct Outer{f:struct Inner{f:u32,},}"
+        );
+        assert_ne!(
+            describe::<Outer<Inner<u32>>>(),
+            describe::<Outer<Inner<u64>>>()
+        );
+        assert_eq!(
+            describe::<Outer<Inner<u32>>>(),
+            describe::<Outer<Inner<u32>>>()
+        );
+    }
+
+    #[test]
+    fn derived_types_inside_std_containers_are_reached() {
+        assert_eq!(
+            describe::<Vec<Inner<u8>>>(),
+            "Vec<Derived<u8, 1>> with struct Inner{f:u8,}"
+        );
+        assert_eq!(
+            describe::<Option<Box<Inner<u8>>>>(),
+            "Option<Box<Derived<u8, 1>>> with struct Inner{f:u8,}"
+        );
+        let map = describe::<HashMap<String, Inner<i8>>>();
+        assert!(map.ends_with("with struct Inner{f:i8,}"), "{map}");
+        assert_ne!(map, describe::<HashMap<String, Inner<i16>>>());
+    }
+
+    #[test]
+    fn a_type_that_comes_again_is_named_not_expanded() {
+        assert_eq!(describe::<Tree>(), "enum Tree{Leaf(u8),Node(Tree),}");
+        // The same type twice: written out once.
+        assert_eq!(
+            describe::<Outer<(Inner<u8>, Vec<Inner<u8>>)>>(),
+            "struct Outer{f:(Derived<u8, 1>, Vec<Derived<u8, 1>>) with struct Inner{f:u8,},}"
+        );
+        assert!(!probing());
+    }
+
+    #[test]
+    fn a_recursive_type_that_does_not_derive_ends_too() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct List(Option<Box<List>>);
+        assert_eq!(describe::<List>(), "List");
+        assert_eq!(describe::<Vec<List>>(), "Vec<List>");
     }
 }
