@@ -98,7 +98,7 @@ pub trait Carry<S>: Sized {
 /// the trait, so a type that cannot travel is reported by this trait's
 /// message alone.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot travel in an IpcMessage: serde cannot carry it, and the derive sees no descriptor here that it could",
+    message = "`{Self}` cannot travel in an IpcMessage: serde cannot carry it, and the derive sees no descriptor in it to carry instead",
     label = "needs `Serialize` and `Deserialize` for all it holds",
     note = "a descriptor here (a generic parameter, a container of another crate) travels as `ipc_core::Fd<T>`: write `Fd<File>` where you wrote `File`",
     note = "a generic field that always holds a descriptor can say so with `#[ipc(fd)]`",
