@@ -771,57 +771,32 @@ fn generic_descriptor_fields_cross_processes() {
     assert_eq!(fd_count(), before);
 }
 
-/// Two versions of a message that differ only inside a nested derived type.
-mod nested_v1 {
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Inner {
-        pub count: u32,
-    }
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Job {
-        pub id: u64,
-        pub inner: Inner,
-        pub list: Vec<Inner>,
-    }
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Envelope<T> {
-        pub body: T,
-    }
+/// A module of message types whose nested `Inner` counts in `$count`:
+/// two modules differ only inside a nested derived type.
+macro_rules! nested_version {
+    ($module:ident, $count:ty) => {
+        mod $module {
+            #[derive(ipc_core::IpcMessage)]
+            pub struct Inner {
+                pub count: $count,
+            }
+            #[derive(ipc_core::IpcMessage)]
+            pub struct Job {
+                pub id: u64,
+                pub inner: Inner,
+                pub list: Vec<Inner>,
+            }
+            #[derive(ipc_core::IpcMessage)]
+            pub struct Envelope<T> {
+                pub body: T,
+            }
+        }
+    };
 }
 
-mod nested_same_as_v1 {
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Inner {
-        pub count: u32,
-    }
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Job {
-        pub id: u64,
-        pub inner: Inner,
-        pub list: Vec<Inner>,
-    }
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Envelope<T> {
-        pub body: T,
-    }
-}
-
-mod nested_v2 {
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Inner {
-        pub count: u64,
-    }
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Job {
-        pub id: u64,
-        pub inner: Inner,
-        pub list: Vec<Inner>,
-    }
-    #[derive(ipc_core::IpcMessage)]
-    pub struct Envelope<T> {
-        pub body: T,
-    }
-}
+nested_version!(nested_v1, u32);
+nested_version!(nested_same_as_v1, u32);
+nested_version!(nested_v2, u64);
 
 /// A recursive type: the description names it where it comes again.
 #[derive(IpcMessage)]

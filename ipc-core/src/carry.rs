@@ -88,7 +88,7 @@ pub trait Carry<S>: Sized {
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error>;
     /// What `Self` in shape `S` looks like, for the handshake.
     fn describe(_: PhantomData<Self>) -> String {
-        fingerprint::name_of::<Self>()
+        std::any::type_name::<Self>().to_string()
     }
 }
 
@@ -142,7 +142,7 @@ pub trait Descriptor: Sized {
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error>;
     /// What `Self` is, for the handshake.
     fn describe(_: PhantomData<Self>) -> String {
-        fingerprint::name_of::<Self>()
+        std::any::type_name::<Self>().to_string()
     }
 }
 
@@ -189,7 +189,7 @@ impl<S, T: Carry<S>> Walk<S> for T {
 /// What a field is described by when the derive leaves it to serde alone
 /// (a field with `#[serde(with = ...)]`, say): its type's name.
 pub fn named<T: ?Sized>() -> String {
-    fingerprint::name_of::<T>()
+    std::any::type_name::<T>().to_string()
 }
 
 /// `&T` as a serde value in shape `S`.

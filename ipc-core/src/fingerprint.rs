@@ -7,10 +7,11 @@
 //! same probe. So a change inside a nested derived type, or in the type a
 //! generic parameter stands for, changes the description. Module paths of
 //! derived types are left out, so a type reached through two crates
-//! matches itself. Any other type is described by `std::any::type_name`,
-//! followed by the derived types found inside it (the element of a `Vec`,
-//! an `Option`'s value, a map's key and value). Nothing extra is asked of
-//! users' serde types.
+//! matches itself. Any other type is described by `std::any::type_name`;
+//! where derived types are found inside it (the element of a `Vec`, an
+//! `Option`'s value, a map's key and value; of a tuple, only the first), by
+//! its name without module paths followed by theirs. Nothing extra is
+//! asked of users' serde types.
 //!
 //! The derive's `Deserialize` reports its structure when a probe is running
 //! on this thread (one thread-local flag read per derived value, otherwise).
@@ -117,17 +118,18 @@ pub(crate) fn describe_in<T: DeserializeOwned>() -> String {
     let outer = PROBE.with(|p| std::mem::take(&mut p.borrow_mut().frame));
     let _ = T::deserialize(Refuse);
     let frame = PROBE.with(|p| std::mem::replace(&mut p.borrow_mut().frame, outer));
-    let name = name_of::<T>();
     match frame.own {
         Some(structure) => structure,
-        None if frame.nested.is_empty() => name.to_string(),
-        None => format!("{name} with {}", frame.nested.join(" and ")),
+        None if frame.nested.is_empty() => std::any::type_name::<T>().to_string(),
+        // The derived types inside are described without module paths: so
+        // is the type around them.
+        None => format!("{} with {}", name_of::<T>(), frame.nested.join(" and ")),
     }
 }
 
-/// `T`'s name without module paths: `Vec<String>`, not
-/// `alloc::vec::Vec<alloc::string::String>`, so that a type reached through
-/// two crates matches itself, as a derived type's structure does.
+/// `T`'s name without module paths: `Vec<Inner>`, not
+/// `alloc::vec::Vec<my_crate::Inner>`, for a type around derived types,
+/// which match themselves whatever crate reaches them.
 pub(crate) fn name_of<T: ?Sized>() -> String {
     let full = std::any::type_name::<T>();
     let mut name = String::with_capacity(full.len());
@@ -322,14 +324,21 @@ mod tests {
     }
 
     #[test]
-    fn plain_types_are_described_by_name_without_paths() {
+    fn plain_types_are_described_by_name() {
         assert_eq!(describe::<u64>(), "u64");
-        assert_eq!(describe::<Vec<String>>(), "Vec<String>");
         assert_eq!(
-            describe::<(Option<std::path::PathBuf>, [u8; 3])>(),
-            "(Option<PathBuf>, [u8; 3])"
+            describe::<Vec<String>>(),
+            "alloc::vec::Vec<alloc::string::String>"
         );
         assert!(!probing());
+    }
+
+    #[test]
+    fn names_lose_their_module_paths() {
+        assert_eq!(
+            name_of::<(Option<std::path::PathBuf>, [u8; 3])>(),
+            "(Option<PathBuf>, [u8; 3])"
+        );
     }
 
     #[test]
@@ -379,7 +388,7 @@ mod tests {
         #[derive(Deserialize)]
         #[allow(dead_code)]
         struct List(Option<Box<List>>);
-        assert_eq!(describe::<List>(), "List");
-        assert_eq!(describe::<Vec<List>>(), "Vec<List>");
+        assert_eq!(describe::<List>(), std::any::type_name::<List>());
+        assert_eq!(describe::<Vec<List>>(), std::any::type_name::<Vec<List>>());
     }
 }

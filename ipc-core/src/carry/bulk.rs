@@ -265,7 +265,7 @@ fn read_pod<T: Pod>(chunk: &[u8]) -> T {
 }
 
 fn pod_name<T>() -> String {
-    crate::fingerprint::name_of::<T>()
+    std::any::type_name::<T>().to_string()
 }
 
 impl<T: PodElement> Carry<shape::Pod> for Vec<T> {
