@@ -1,6 +1,7 @@
 //! `#[derive(IpcMessage)]` across processes: every recognised descriptor
-//! type arrives and works in the other process; enums, generics, nesting,
-//! attributes; failed sends give everything back.
+//! type arrives and works in the other process, also inside std
+//! containers; enums, generics, nesting, attributes; failed sends give
+//! everything back; the handshake sees changes in nested types.
 
 mod support;
 
@@ -11,12 +12,14 @@ mod serde {}
 #[allow(dead_code)]
 type Result = ();
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use ipc_core::{channel, Connection, Error, IpcMessage, Sender};
 use support::{close_in_child, fd_count, fork_child, is_open, serial, temp_file};
@@ -628,4 +631,218 @@ fn byte_arrays_keep_plain_serde_when_asked() {
     };
     tx.send(value).unwrap();
     assert_eq!(rx.recv().unwrap(), ([1, 2, 3, 4], 7));
+}
+
+/// The std containers the derive walks, with no attribute.
+#[derive(IpcMessage)]
+struct Containers {
+    by_name: HashMap<String, File>,
+    ordered: BTreeMap<u32, OwnedFd>,
+    grouped: HashMap<String, Vec<File>>,
+    shared: Arc<File>,
+    local: Rc<File>,
+    queue: VecDeque<File>,
+    sliced: Box<[File]>,
+    nested: Option<BTreeMap<String, (u8, Arc<File>)>>,
+    empty: HashMap<u8, File>,
+}
+
+#[test]
+fn std_containers_of_descriptors_cross_processes() {
+    let _serial = serial();
+    let before = fd_count();
+    let (tx, rx) = channel::<Containers>().unwrap();
+    let (done, done_rx) = channel::<String>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&tx);
+        let c = rx.recv().unwrap();
+        assert_eq!(c.by_name.len(), 2);
+        assert_eq!(read_all(&c.by_name["a"]), "map a");
+        assert_eq!(read_all(&c.by_name["b"]), "map b");
+        assert_eq!(
+            c.ordered.keys().copied().collect::<Vec<_>>(),
+            [1, 2],
+            "a BTreeMap keeps its keys"
+        );
+        assert_eq!(read_all(File::from(c.ordered[&2].try_clone().unwrap())), "");
+        assert_eq!(c.grouped["g"].len(), 2);
+        assert_eq!(read_all(&c.grouped["g"][1]), "group 1");
+        assert_eq!(read_all(&*c.shared), "shared");
+        assert_eq!(Arc::strong_count(&c.shared), 1, "a fresh Arc on receipt");
+        assert_eq!(read_all(&*c.local), "local");
+        assert_eq!(c.queue.len(), 2);
+        assert_eq!(read_all(&c.queue[0]), "front");
+        assert_eq!(read_all(&c.sliced[2]), "slice 2");
+        let nested = c.nested.as_ref().unwrap();
+        assert_eq!(nested["n"].0, 5);
+        assert_eq!(read_all(&*nested["n"].1), "nested");
+        assert!(c.empty.is_empty());
+        done.send("checked".into()).unwrap();
+    });
+    drop((rx, done));
+
+    let shared = Arc::new(file_with("shared"));
+    let keep = Arc::clone(&shared);
+    let containers = Containers {
+        by_name: HashMap::from([
+            ("a".to_string(), file_with("map a")),
+            ("b".to_string(), file_with("map b")),
+        ]),
+        ordered: BTreeMap::from([
+            (2, support::dev_nulls(1).remove(0)),
+            (1, support::dev_nulls(1).remove(0)),
+        ]),
+        grouped: HashMap::from([(
+            "g".to_string(),
+            vec![file_with("group 0"), file_with("group 1")],
+        )]),
+        // Sending needs only `&T`: the sender keeps its other handle.
+        shared,
+        local: Rc::new(file_with("local")),
+        queue: VecDeque::from([file_with("front"), file_with("back")]),
+        sliced: vec![
+            file_with("slice 0"),
+            file_with("slice 1"),
+            file_with("slice 2"),
+        ]
+        .into_boxed_slice(),
+        nested: Some(BTreeMap::from([(
+            "n".to_string(),
+            (5, Arc::new(file_with("nested"))),
+        )])),
+        empty: HashMap::new(),
+    };
+    tx.send(containers).unwrap();
+    assert_eq!(done_rx.recv().unwrap(), "checked");
+    assert_eq!(
+        read_all(&*keep),
+        "",
+        "the sender's Arc is the same open file, read to its end"
+    );
+    child.join();
+    drop((tx, done_rx, keep));
+    assert_eq!(fd_count(), before);
+}
+
+/// A generic field that always holds a descriptor.
+#[derive(IpcMessage)]
+struct Carrying<T> {
+    id: u64,
+    #[ipc(fd)]
+    body: T,
+    #[ipc(fd)]
+    spare: Option<T>,
+}
+
+#[test]
+fn generic_descriptor_fields_cross_processes() {
+    let _serial = serial();
+    let before = fd_count();
+    let (files, files_rx) = channel::<Carrying<File>>().unwrap();
+    let (raws, raws_rx) = channel::<Carrying<OwnedFd>>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&files);
+        close_in_child(&raws);
+        let f = files_rx.recv().unwrap();
+        assert_eq!(f.id, 1);
+        assert_eq!(read_all(&f.body), "generic file");
+        assert!(f.spare.is_none());
+        let r = raws_rx.recv().unwrap();
+        assert_eq!(r.id, 2);
+        assert_eq!(read_all(File::from(r.body)), "generic fd");
+        assert_eq!(read_all(File::from(r.spare.unwrap())), "spare fd");
+    });
+    drop((files_rx, raws_rx));
+    files
+        .send(Carrying {
+            id: 1,
+            body: file_with("generic file"),
+            spare: None,
+        })
+        .unwrap();
+    raws.send(Carrying {
+        id: 2,
+        body: OwnedFd::from(file_with("generic fd")),
+        spare: Some(OwnedFd::from(file_with("spare fd"))),
+    })
+    .unwrap();
+    child.join();
+    drop((files, raws));
+    assert_eq!(fd_count(), before);
+}
+
+/// A module of message types whose nested `Inner` counts in `$count`:
+/// two modules differ only inside a nested derived type.
+macro_rules! nested_version {
+    ($module:ident, $count:ty) => {
+        mod $module {
+            #[derive(ipc_core::IpcMessage)]
+            pub struct Inner {
+                pub count: $count,
+            }
+            #[derive(ipc_core::IpcMessage)]
+            pub struct Job {
+                pub id: u64,
+                pub inner: Inner,
+                pub list: Vec<Inner>,
+            }
+            #[derive(ipc_core::IpcMessage)]
+            pub struct Envelope<T> {
+                pub body: T,
+            }
+        }
+    };
+}
+
+nested_version!(nested_v1, u32);
+nested_version!(nested_same_as_v1, u32);
+nested_version!(nested_v2, u64);
+
+/// A recursive type: the description names it where it comes again.
+#[derive(IpcMessage)]
+enum Tree {
+    Leaf(u8),
+    Node(Box<Tree>, Vec<Tree>),
+}
+
+fn assert_mismatch(sides: (ipc_core::Result<()>, ipc_core::Result<()>), inside: &str) {
+    let (server, client) = sides;
+    for side in [server, client] {
+        match side {
+            Err(Error::TypeMismatch { ours, theirs }) => {
+                assert_ne!(ours, theirs);
+                assert!(
+                    ours.contains(inside) || theirs.contains(inside),
+                    "{ours} / {theirs}"
+                );
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_change_inside_a_nested_type_changes_the_handshake() {
+    let _serial = serial();
+    let (server, client) = handshake::<nested_v1::Job, nested_same_as_v1::Job>();
+    assert!(server.is_ok() && client.is_ok(), "{server:?} {client:?}");
+    assert_mismatch(
+        handshake::<nested_v1::Job, nested_v2::Job>(),
+        "struct Inner{count:u64,}",
+    );
+
+    // A generic type is described as instantiated.
+    let (server, client) = handshake::<
+        nested_v1::Envelope<nested_v1::Inner>,
+        nested_same_as_v1::Envelope<nested_same_as_v1::Inner>,
+    >();
+    assert!(server.is_ok() && client.is_ok(), "{server:?} {client:?}");
+    assert_mismatch(
+        handshake::<nested_v1::Envelope<nested_v1::Inner>, nested_v2::Envelope<nested_v2::Inner>>(),
+        "struct Envelope<T>{body:struct Inner{count:u64,},}",
+    );
+
+    // A recursive type ends, and matches itself.
+    let (server, client) = handshake::<Tree, Tree>();
+    assert!(server.is_ok() && client.is_ok(), "{server:?} {client:?}");
 }

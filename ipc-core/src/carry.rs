@@ -1,6 +1,4 @@
-//! How `#[derive(IpcMessage)]` routes a field that holds descriptors of
-//! foreign types (`File`, `OwnedFd`, `Vec<UnixStream>`, ...), which have no
-//! serde impls of their own.
+//! How `#[derive(IpcMessage)]` routes a field.
 //!
 //! The derive reads the field's type and writes a *shape*: a type that
 //! mirrors it, with [`Desc`](shape::Desc) where a descriptor sits and
@@ -8,16 +6,31 @@
 //! `Option<(String, File)>` has the shape `Opt<(Plain, Desc)>`.
 //! [`Carry<Shape>`] is implemented for every type of that shape, so the
 //! compiler, not the macro, checks each leaf.
+//!
+//! A field that is one leaf goes through the leaf's own trait, [`Serde`] or
+//! [`Descriptor`]: when its type cannot travel, the error is that trait's
+//! message, which names the fix, and nothing about shapes. Each field is
+//! written and read through the same trait at the same span, so the
+//! compiler reports a type that cannot travel once, not once per direction.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
 
-use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::fd::{deserialize_fd, serialize_fd};
+use crate::fingerprint;
 use crate::sidecar;
+
+mod bulk;
+
+pub use bulk::{Number, PodElement};
 
 /// Shapes: types that only name how a field is carried.
 pub mod shape {
@@ -38,71 +51,145 @@ pub mod shape {
     /// `[u8; N]`, carried as bytes.
     #[derive(Debug)]
     pub struct ByteArray;
+    /// `Vec<T>` or `Box<[T]>` of a primitive number, carried as its
+    /// little-endian bytes.
+    #[derive(Debug)]
+    pub struct Numbers;
+    /// `[T; N]` of a primitive number, carried as its little-endian bytes.
+    #[derive(Debug)]
+    pub struct NumberArray;
+    /// `#[ipc(pod)]`: `Vec<T>`, `Box<[T]>` or `[T; N]` of a `Pod` type,
+    /// carried as its bytes in this host's layout.
+    #[derive(Debug)]
+    pub struct Pod;
     /// `Option<T>`.
     #[derive(Debug)]
     pub struct Opt<S>(PhantomData<S>);
-    /// `Vec<T>`.
+    /// `Vec<T>`, `VecDeque<T>`, `Box<[T]>`.
     #[derive(Debug)]
     pub struct Seq<S>(PhantomData<S>);
-    /// `Box<T>`.
+    /// `Box<T>`, `Arc<T>`, `Rc<T>`.
     #[derive(Debug)]
     pub struct Boxed<S>(PhantomData<S>);
     /// `[T; N]`.
     #[derive(Debug)]
     pub struct Array<S>(PhantomData<S>);
+    /// `HashMap<K, V>`, `BTreeMap<K, V>`: plain keys, values in shape `S`.
+    #[derive(Debug)]
+    pub struct Map<S>(PhantomData<S>);
 }
 
-/// A type that travels in the shape `S`.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot travel as this field of an IpcMessage",
-    label = "this field's type holds something that is neither a descriptor nor serde-serializable",
-    note = "descriptor leaves must implement `AsFd + From<OwnedFd>`; other leaves need `Serialize + DeserializeOwned`; wrap anything else in `ipc_core::Fd<T>`"
-)]
+/// A type that travels in the shape `S`: implemented for each leaf and
+/// container a shape names.
 pub trait Carry<S>: Sized {
     /// Serializes `self` in shape `S`.
     fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error>;
     /// Deserializes a `Self` in shape `S`.
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error>;
+    /// What `Self` in shape `S` looks like, for the handshake.
+    fn describe(_: PhantomData<Self>) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
 }
 
-/// The function `#[serde(serialize_with)]` names for a routed field.
-pub fn serialize<Sh, T: Carry<Sh>, Ser: Serializer>(
-    value: &T,
-    serializer: Ser,
-) -> Result<Ser::Ok, Ser::Error> {
-    value.carry(serializer)
-}
-
-/// The function `#[serde(deserialize_with)]` names for a routed field.
-pub fn deserialize<'de, Sh, T: Carry<Sh>, De: Deserializer<'de>>(
-    deserializer: De,
-) -> Result<T, De::Error> {
-    T::fetch(deserializer)
-}
-
-/// A type that `#[ipc(fd)]` may route: it owns exactly one descriptor.
+/// A field of plain serde: the derive routes every field through it that
+/// holds no descriptor it can see. Its one impl is for every
+/// `T: Serialize + DeserializeOwned`; the bound sits on that impl, not on
+/// the trait, so a type that cannot travel is reported by this trait's
+/// message alone.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a descriptor type, so `#[ipc(fd)]` cannot route it",
-    label = "`#[ipc(fd)]` needs a type that implements `AsFd` and `From<OwnedFd>`",
-    note = "remove `#[ipc(fd)]` for a type with serde impls, or implement `AsFd` and `From<OwnedFd>` for it"
+    message = "`{Self}` cannot travel in an IpcMessage: serde cannot carry it, and the derive sees no descriptor in it to carry instead",
+    label = "needs `Serialize` and `Deserialize` for all it holds",
+    note = "a descriptor here (a generic parameter, a container of another crate) travels as `ipc_core::Fd<T>`: write `Fd<File>` where you wrote `File`",
+    note = "a generic field that always holds a descriptor can say so with `#[ipc(fd)]`",
+    note = "any other type needs serde's `Serialize` and `Deserialize` impls"
 )]
-pub trait Descriptor: AsFd + From<OwnedFd> {}
-#[diagnostic::do_not_recommend]
-impl<T: AsFd + From<OwnedFd>> Descriptor for T {}
-
-/// The function `#[serde(serialize_with)]` names for an `#[ipc(fd)]` field.
-pub fn serialize_descriptor<T: Descriptor, Ser: Serializer>(
-    value: &T,
-    serializer: Ser,
-) -> Result<Ser::Ok, Ser::Error> {
-    serialize_fd(value.as_fd(), serializer)
+pub trait Serde: Sized {
+    /// Serializes `self`.
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error>;
+    /// Deserializes a `Self`.
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error>;
+    /// What `Self` looks like, for the handshake.
+    fn describe(_: PhantomData<Self>) -> String;
 }
 
-/// The function `#[serde(deserialize_with)]` names for an `#[ipc(fd)]` field.
-pub fn deserialize_descriptor<'de, T: Descriptor, De: Deserializer<'de>>(
-    deserializer: De,
-) -> Result<T, De::Error> {
-    deserialize_fd(deserializer).map(T::from)
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Serde for T {
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        self.serialize(serializer)
+    }
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        T::deserialize(deserializer)
+    }
+    fn describe(_: PhantomData<Self>) -> String {
+        fingerprint::describe_in::<T>()
+    }
+}
+
+/// A type that owns exactly one descriptor: sent by `AsFd`, rebuilt on
+/// receipt by `From<OwnedFd>`. Its one impl holds the bound, as for
+/// [`Serde`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as a descriptor: it must implement `AsFd` to be sent and `From<OwnedFd>` to be rebuilt on receipt",
+    label = "not a descriptor type that can be rebuilt from an `OwnedFd`",
+    note = "a type that owns a descriptor but cannot be rebuilt from one (tokio's `UnixStream`, say) travels as its std type: convert it (`into_std()`) before sending and back (`from_std()`) after receipt, or send an `OwnedFd`",
+    note = "a type with serde impls travels as plain serde: drop `#[ipc(fd)]`, or mark a field whose type only shares a descriptor type's name `#[ipc(serde)]`"
+)]
+pub trait Descriptor: Sized {
+    /// Writes the descriptor into the sidecar and its index into the body.
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error>;
+    /// Takes the descriptor at the index read from the body.
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error>;
+    /// What `Self` is, for the handshake.
+    fn describe(_: PhantomData<Self>) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: AsFd + From<OwnedFd>> Descriptor for T {
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serialize_fd(self.as_fd(), serializer)
+    }
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        deserialize_fd(deserializer).map(T::from)
+    }
+}
+
+/// A field whose type holds descriptors in shape `S`: what generated code
+/// names for it. Its one impl is for every `T: Carry<S>`, so the compiler
+/// reports the part of the type that cannot travel, by its own trait's
+/// message, and lists no impls of `Carry` beside it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as this field of an IpcMessage",
+    label = "this field's type holds something that is neither a descriptor nor serde-serializable",
+    note = "a descriptor the derive does not see travels as `ipc_core::Fd<T>`; any other type needs serde's `Serialize` and `Deserialize`"
+)]
+pub trait Walk<S>: Sized {
+    /// Serializes `self` in shape `S`.
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error>;
+    /// Deserializes a `Self` in shape `S`.
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error>;
+    /// What `Self` in shape `S` looks like, for the handshake.
+    fn describe(_: PhantomData<Self>) -> String;
+}
+
+impl<S, T: Carry<S>> Walk<S> for T {
+    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        Carry::carry(self, serializer)
+    }
+    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        <T as Carry<S>>::fetch(deserializer)
+    }
+    fn describe(_: PhantomData<Self>) -> String {
+        <T as Carry<S>>::describe(PhantomData)
+    }
+}
+
+/// What a field is described by when the derive leaves it to serde alone
+/// (a field with `#[serde(with = ...)]`, say): its type's name.
+pub fn named<T: ?Sized>() -> String {
+    std::any::type_name::<T>().to_string()
 }
 
 /// `&T` as a serde value in shape `S`.
@@ -127,21 +214,24 @@ impl<'de, S, T: Carry<S>> Deserialize<'de> for From_<S, T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Carry<shape::Plain> for T {
+impl<T: Serde> Carry<shape::Plain> for T {
     fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        self.serialize(serializer)
+        Serde::carry(self, serializer)
     }
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        T::deserialize(deserializer)
+        <T as Serde>::fetch(deserializer)
+    }
+    fn describe(_: PhantomData<Self>) -> String {
+        <T as Serde>::describe(PhantomData)
     }
 }
 
 impl<T: Descriptor> Carry<shape::Desc> for T {
     fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        serialize_fd(self.as_fd(), serializer)
+        Descriptor::carry(self, serializer)
     }
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        deserialize_fd(deserializer).map(T::from)
+        <T as Descriptor>::fetch(deserializer)
     }
 }
 
@@ -196,6 +286,9 @@ impl Carry<shape::Bytes> for Vec<u8> {
         }
         deserializer.deserialize_byte_buf(BytesVisitor)
     }
+    fn describe(_: PhantomData<Self>) -> String {
+        "bytes".into()
+    }
 }
 
 /// `[u8; N]` as one byte string rather than a tuple of `N` bytes: a length
@@ -233,6 +326,9 @@ impl<const N: usize> Carry<shape::ByteArray> for [u8; N] {
         }
         deserializer.deserialize_bytes(ByteArrayVisitor::<N>)
     }
+    fn describe(_: PhantomData<Self>) -> String {
+        format!("[bytes;{N}]")
+    }
 }
 
 impl<S, T: Carry<S>> Carry<shape::Opt<S>> for Option<T> {
@@ -245,26 +341,103 @@ impl<S, T: Carry<S>> Carry<shape::Opt<S>> for Option<T> {
     fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
         Option::<From_<S, T>>::deserialize(deserializer).map(|o| o.map(|v| v.0))
     }
-}
-
-impl<S, T: Carry<S>> Carry<shape::Seq<S>> for Vec<T> {
-    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        serializer.collect_seq(self.iter().map(via::<S, T>))
-    }
-    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        // From_<S, T> has T's layout, so this collect reuses the allocation.
-        Vec::<From_<S, T>>::deserialize(deserializer).map(|v| v.into_iter().map(|x| x.0).collect())
+    fn describe(_: PhantomData<Self>) -> String {
+        format!("Option<{}>", T::describe(PhantomData))
     }
 }
 
-impl<S, T: Carry<S>> Carry<shape::Boxed<S>> for Box<T> {
-    fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        (**self).carry(serializer)
-    }
-    fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        T::fetch(deserializer).map(Box::new)
-    }
+/// Sequences of values in shape `S`: each is written as serde writes a
+/// sequence and collected from serde's `Vec`, so the allocation is reused.
+macro_rules! seq_carry {
+    ($($seq:ident<$t:ident> => $name:literal),+ $(,)?) => {$(
+        impl<S, $t: Carry<S>> Carry<shape::Seq<S>> for $seq<$t> {
+            fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+                serializer.collect_seq(self.iter().map(via::<S, $t>))
+            }
+            fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+                // From_<S, T> has T's layout, so this collect reuses the allocation.
+                Vec::<From_<S, $t>>::deserialize(deserializer)
+                    .map(|v| v.into_iter().map(|x| x.0).collect())
+            }
+            fn describe(_: PhantomData<Self>) -> String {
+                format!($name, $t::describe(PhantomData))
+            }
+        }
+    )+};
 }
+
+type BoxedSlice<T> = Box<[T]>;
+seq_carry!(Vec<T> => "Vec<{}>", VecDeque<T> => "VecDeque<{}>", BoxedSlice<T> => "Box<[{}]>");
+
+/// Owning pointers to one value in shape `S`: sending needs only `&T`; a
+/// received one is a fresh pointer to the value read.
+macro_rules! pointer_carry {
+    ($($ptr:ident => $name:literal),+ $(,)?) => {$(
+        impl<S, T: Carry<S>> Carry<shape::Boxed<S>> for $ptr<T> {
+            fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+                (**self).carry(serializer)
+            }
+            fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+                T::fetch(deserializer).map($ptr::new)
+            }
+            fn describe(_: PhantomData<Self>) -> String {
+                format!(concat!($name, "<{}>"), T::describe(PhantomData))
+            }
+        }
+    )+};
+}
+
+pointer_carry!(Box => "Box", Arc => "Arc", Rc => "Rc");
+
+/// Maps with plain serde keys and values in shape `S`, written as serde
+/// writes a map.
+macro_rules! map_carry {
+    ($($map:ident<K, V $(, $h:ident)?> where K: $($kb:path),+ => $name:literal),+ $(,)?) => {$(
+        impl<S, K, V: Carry<S> $(, $h)?> Carry<shape::Map<S>> for $map<K, V $(, $h)?>
+        where
+            K: Carry<shape::Plain> $(+ $kb)+,
+            $($h: BuildHasher + Default,)?
+        {
+            fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+                serializer.collect_map(
+                    self.iter()
+                        .map(|(k, v)| (via::<shape::Plain, K>(k), via::<S, V>(v))),
+                )
+            }
+            fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+                struct MapVisitor<S, M>(PhantomData<(S, M)>);
+                impl<'de, S, K, V: Carry<S> $(, $h)?> Visitor<'de> for MapVisitor<S, $map<K, V $(, $h)?>>
+                where
+                    K: Carry<shape::Plain> $(+ $kb)+,
+                    $($h: BuildHasher + Default,)?
+                {
+                    type Value = $map<K, V $(, $h)?>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a map")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                        let mut map = Self::Value::default();
+                        while let Some((k, v)) =
+                            access.next_entry::<From_<shape::Plain, K>, From_<S, V>>()?
+                        {
+                            map.insert(k.0, v.0);
+                        }
+                        Ok(map)
+                    }
+                }
+                deserializer.deserialize_map(MapVisitor::<S, Self>(PhantomData))
+            }
+            fn describe(_: PhantomData<Self>) -> String {
+                format!(concat!($name, "<{},{}>"), <K as Carry<shape::Plain>>::describe(PhantomData), V::describe(PhantomData))
+            }
+        }
+    )+};
+}
+
+map_carry!(
+    HashMap<K, V, H> where K: Eq, Hash => "HashMap",
+    BTreeMap<K, V> where K: Ord => "BTreeMap",
+);
 
 impl<S, T: Carry<S>, const N: usize> Carry<shape::Array<S>> for [T; N] {
     fn carry<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
@@ -296,6 +469,9 @@ impl<S, T: Carry<S>, const N: usize> Carry<shape::Array<S>> for [T; N] {
         }
         deserializer.deserialize_tuple(N, ArrayVisitor::<S, T, N>(PhantomData))
     }
+    fn describe(_: PhantomData<Self>) -> String {
+        format!("[{};{N}]", T::describe(PhantomData))
+    }
 }
 
 macro_rules! tuple_carry {
@@ -308,6 +484,10 @@ macro_rules! tuple_carry {
             }
             fn fetch<'de, De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
                 <($(From_<$s, $t>,)+)>::deserialize(deserializer).map(|v| ($(v.$i.0,)+))
+            }
+            fn describe(_: PhantomData<Self>) -> String {
+                let parts: [String; $len] = [$($t::describe(PhantomData)),+];
+                format!("({},)", parts.join(","))
             }
         }
     };

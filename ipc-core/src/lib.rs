@@ -115,6 +115,41 @@ pub use message::IpcMessage;
 pub use select::Select;
 pub use shm::{SealedMemory, SharedMemory};
 
+/// Plain-old-data types (bytemuck's traits, re-exported): an `#[ipc(pod)]`
+/// field carries a `Vec`, `Box<[T]>` or array of them as their bytes, in
+/// this host's layout.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{channel, IpcMessage, Pod, Zeroable};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f32,
+///     y: f32,
+/// }
+/// // SAFETY: `Point` is `repr(C)`, two `f32`s with no padding, and any
+/// // bits are a valid `Point`. (bytemuck's `#[derive(Pod, Zeroable)]`
+/// // checks this for you.)
+/// unsafe impl Zeroable for Point {}
+/// unsafe impl Pod for Point {}
+///
+/// #[derive(IpcMessage)]
+/// struct Path {
+///     #[ipc(pod)]
+///     points: Vec<Point>,
+/// }
+///
+/// let (tx, rx) = channel::<Path>()?;
+/// let points = vec![Point { x: 1.0, y: 2.0 }, Point { x: -0.5, y: 0.0 }];
+/// tx.send(Path { points: points.clone() })?;
+/// assert_eq!(rx.recv()?.points, points);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub use bytemuck::{Pod, Zeroable};
+
 /// Writes the serde glue that lets a struct or enum holding descriptors
 /// travel as a message; see the [`IpcMessage`](trait@IpcMessage) trait.
 pub use ipc_derive::IpcMessage;

@@ -50,37 +50,57 @@ use serde::Serialize;
 ///
 /// # What the derive recognises
 ///
-/// A field is routed through the descriptor sidecar, with no attribute, when
-/// its type is one of `OwnedFd`, `File`, `UnixStream`, `UnixListener`,
-/// `UnixDatagram`, `TcpStream`, `TcpListener`, `UdpSocket` or
-/// `memfd::Memfd` (matched by the last segment of its path), or is built
-/// from them with `Option`, `Vec`, `Box`, arrays `[T; N]` and tuples of up
-/// to eight elements, nested to any depth: `Vec<(String, Option<File>)>` is
-/// recognised. Every other field is plain serde, and the crate's own
-/// descriptor types ([`Sender`](crate::Sender),
-/// [`Receiver`](crate::Receiver), [`Connection`](crate::Connection),
-/// [`Fd`](crate::Fd)) are serde types already.
+/// - **Descriptors, with no attribute.** A field whose type is `OwnedFd`,
+///   `File`, `UnixStream`, `UnixListener`, `UnixDatagram`, `TcpStream`,
+///   `TcpListener`, `UdpSocket` or `memfd::Memfd` (matched by the last
+///   segment of its path) travels in the descriptor sidecar, also inside
+///   `Option`, `Vec`, `VecDeque`, `Box`, `Box<[T]>`, `Arc`, `Rc`, arrays
+///   `[T; N]`, tuples of up to eight elements and the values of `HashMap`
+///   and `BTreeMap`, nested to any depth: `HashMap<String, Vec<File>>` is
+///   recognised. A received `Arc` or `Rc` is a new one; sending needs only
+///   `&T`. The crate's own descriptor types ([`Sender`](crate::Sender),
+///   [`Receiver`](crate::Receiver), [`Connection`](crate::Connection),
+///   [`Fd`](crate::Fd), [`SharedMemory`](crate::SharedMemory)) are serde
+///   types already.
+/// - **`#[ipc(fd)]`** says the field's type, or the innermost type inside
+///   the containers above, owns one descriptor: a type alias, a newtype of
+///   yours, a generic parameter (`#[ipc(fd)] body: T` adds the bound the
+///   impls need, so `Envelope<File>` and `Envelope<OwnedFd>` both work).
+///   The type must implement `AsFd` (to be sent) and `From<OwnedFd>` (to be
+///   rebuilt on receipt); one that cannot be rebuilt, like tokio's
+///   `UnixStream`, travels as its std type.
+/// - **`Fd<T>`** carries a descriptor wherever the derive cannot see one: a
+///   generic field without `#[ipc(fd)]`, a container of another crate
+///   (`SmallVec<[Fd<File>; 2]>`, `IndexMap<String, Fd<File>>`). A
+///   descriptor as a map key is an error.
+/// - **Numbers in one copy.** `Vec<T>`, `Box<[T]>` and `[T; N]` of `u8`,
+///   `u16`, `u32`, `u64`, `u128`, `i8` to `i128`, `f32`, `f64`, `bool` and
+///   `char` (also inside the containers above) travel as one byte string,
+///   little endian, where serde makes a call per element; a received `bool`
+///   must be 0 or 1 and a `char` a Unicode scalar value, or the message is
+///   refused.
+/// - **`#[ipc(pod)]`** carries a `Vec<T>`, `Box<[T]>` or `[T; N]` of any
+///   [`Pod`](crate::Pod) type as its bytes, in this host's layout and byte
+///   order: for two processes on one host.
+/// - **`#[ipc(serde)]`** keeps a field plain serde whose type only shares a
+///   name with a descriptor type (your own `File` that derives serde), or a
+///   container of numbers that must keep serde's layout. `#[serde(...)]`
+///   attributes on the type, its variants and fields are passed on to
+///   serde, and a field serde takes over (`with`, `skip`, `flatten`) is
+///   left to it.
+/// - **Every other field** is plain serde. A type parameter gets the bound
+///   its field needs: `Serialize` and `Deserialize`, or a descriptor's for
+///   `#[ipc(fd)]`.
 ///
-/// - `#[ipc(fd)]` routes a field whose type owns one descriptor but is not
-///   recognised by name (a type alias, a newtype of yours): the type must
-///   implement `AsFd` and `From<OwnedFd>`.
-/// - `Vec<u8>` and `[u8; N]` fields (also inside the wrappers above) travel
-///   as one byte string each: a copy, where serde makes a call per byte.
-///   A 32-byte key costs a `memcpy`, not a few hundred instructions.
-/// - `#[ipc(serde)]` keeps a field plain whose type only shares a name with
-///   a descriptor type (your own `File` that derives serde), or a byte
-///   array that must keep serde's tuple layout; a field with its own
-///   `#[serde(with = ...)]` stays plain too.
-/// - For a descriptor anywhere else (a `HashMap` value, a third-party
-///   generic), wrap it in [`Fd<T>`](crate::Fd).
-/// - `#[serde(...)]` attributes on the type, its variants and fields are
-///   passed on to serde.
+/// A type that cannot travel is one compile error on the field, which says
+/// what would fix it. Unions, lifetime parameters and fields that borrow
+/// are errors too: a received message owns all it holds.
 ///
-/// Generic types derive too (`struct Envelope<T> { id: u64, body: T }`),
-/// with `T: Serialize` and `T: Deserialize` bounds where `T` is used.
-///
-/// Unions, lifetime parameters and fields that borrow are compile errors:
-/// a received message owns all it holds.
+/// The handshake of a [`Connection`](crate::Connection) compares both ends'
+/// types field by field, through nested derived types and generic
+/// parameters as instantiated, so two builds that disagree on a nested
+/// struct are refused with [`Error::TypeMismatch`](crate::Error::TypeMismatch)
+/// instead of misreading each other.
 pub trait IpcMessage: Serialize + DeserializeOwned {}
 
 impl<T: Serialize + DeserializeOwned> IpcMessage for T {}

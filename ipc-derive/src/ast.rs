@@ -29,21 +29,16 @@ pub struct Field<'a> {
 
 /// How a field travels.
 pub enum Route {
-    /// Through its own serde impls.
+    /// Left to serde, whose attributes on the field (or its variant) take
+    /// it over: `with`, `skip`, `flatten`, ...
+    Serde,
+    /// Through `ipc_core::__private::Serde`: plain serde, with an error that
+    /// names the fix when the type has no serde impls.
     Plain,
+    /// Through `ipc_core::__private::Descriptor`: one descriptor.
+    Descriptor,
     /// Through `ipc_core::__private::Carry` in this shape.
     Carried(TokenStream),
-    /// `#[ipc(fd)]`: carried as one descriptor, checked to be one.
-    Descriptor(TokenStream),
-}
-
-impl Route {
-    pub fn shape(&self) -> Option<&TokenStream> {
-        match self {
-            Route::Plain => None,
-            Route::Carried(s) | Route::Descriptor(s) => Some(s),
-        }
-    }
 }
 
 impl<'a> Input<'a> {
@@ -51,14 +46,15 @@ impl<'a> Input<'a> {
     pub fn from_syn(input: &'a DeriveInput, errors: &mut Vec<Error>) -> Option<Self> {
         attr::none_allowed(&input.attrs, "the type itself", errors);
         let body = match &input.data {
-            Data::Struct(data) => Body::Struct(fields(&data.fields, errors)),
+            Data::Struct(data) => Body::Struct(fields(&data.fields, false, errors)),
             Data::Enum(data) => Body::Enum(
                 data.variants
                     .iter()
                     .map(|variant| {
                         attr::none_allowed(&variant.attrs, "a variant", errors);
+                        let serde = attr::serde_takes_over(&variant.attrs);
                         Variant {
-                            fields: fields(&variant.fields, errors),
+                            fields: fields(&variant.fields, serde, errors),
                         }
                     })
                     .collect(),
@@ -91,25 +87,17 @@ impl<'a> Input<'a> {
     }
 }
 
-fn fields<'a>(fields: &'a Fields, errors: &mut Vec<Error>) -> Vec<Field<'a>> {
+/// The fields of a struct or variant; `serde` when the variant's serde
+/// attributes take all of them over.
+fn fields<'a>(fields: &'a Fields, serde: bool, errors: &mut Vec<Error>) -> Vec<Field<'a>> {
     fields
         .iter()
         .map(|field| {
-            let route = match attr::field(&field.attrs, errors) {
-                FieldAttr::Serde => Route::Plain,
-                FieldAttr::Fd => Route::Descriptor(shape::descriptor()),
-                FieldAttr::Auto => match shape::of(&field.ty) {
-                    // Bytes carried as bytes are only quicker: a field
-                    // with its own `serde(with)` keeps it.
-                    Some(shape)
-                        if !shape::carries_descriptors(&shape)
-                            && attr::has_serde_with(&field.attrs) =>
-                    {
-                        Route::Plain
-                    }
-                    Some(shape) => Route::Carried(shape),
-                    None => Route::Plain,
-                },
+            let asked = attr::field(&field.attrs, errors);
+            let route = if serde || attr::serde_takes_over(&field.attrs) {
+                Route::Serde
+            } else {
+                route(field, asked, errors)
             };
             Field {
                 original: field,
@@ -117,4 +105,30 @@ fn fields<'a>(fields: &'a Fields, errors: &mut Vec<Error>) -> Vec<Field<'a>> {
             }
         })
         .collect()
+}
+
+fn route(field: &syn::Field, asked: FieldAttr, errors: &mut Vec<Error>) -> Route {
+    match asked {
+        FieldAttr::Serde => Route::Plain,
+        FieldAttr::Fd => match shape::descriptor(&field.ty, errors) {
+            shape if shape::is_descriptor(&shape) => Route::Descriptor,
+            shape => Route::Carried(shape),
+        },
+        FieldAttr::Pod => match shape::pod(&field.ty) {
+            Some(shape) => Route::Carried(shape),
+            None => {
+                errors.push(Error::new_spanned(
+                    &field.ty,
+                    "`#[ipc(pod)]` applies to a `Vec<T>`, `Box<[T]>` or `[T; N]` whose `T` \
+                     implements `ipc_core::Pod`",
+                ));
+                Route::Plain
+            }
+        },
+        FieldAttr::Auto => match shape::of(&field.ty, errors) {
+            Some(shape) if shape::is_descriptor(&shape) => Route::Descriptor,
+            Some(shape) => Route::Carried(shape),
+            None => Route::Plain,
+        },
+    }
 }

@@ -1,4 +1,5 @@
-//! `#[ipc(...)]` attributes.
+//! `#[ipc(...)]` attributes, and the serde attributes the derive must know
+//! of.
 
 use syn::{Attribute, Error};
 
@@ -11,62 +12,93 @@ pub enum FieldAttr {
     Fd,
     /// `#[ipc(serde)]`: plain serde, whatever the type's name.
     Serde,
+    /// `#[ipc(pod)]`: a container of `Pod` values, as their bytes.
+    Pod,
 }
 
-/// Whether a field has `#[serde(with | serialize_with | deserialize_with)]`.
-pub fn has_serde_with(attrs: &[Attribute]) -> bool {
+impl FieldAttr {
+    fn name(self) -> &'static str {
+        match self {
+            FieldAttr::Auto => "",
+            FieldAttr::Fd => "fd",
+            FieldAttr::Serde => "serde",
+            FieldAttr::Pod => "pod",
+        }
+    }
+}
+
+/// serde attributes under which serde, not this derive, writes and reads
+/// a field (or every field of a variant).
+const SERDE_TAKES_OVER: &[&str] = &[
+    "with",
+    "serialize_with",
+    "deserialize_with",
+    "skip",
+    "skip_serializing",
+    "skip_deserializing",
+    "flatten",
+    "getter",
+];
+
+/// Whether `attrs` have a serde attribute under which serde alone writes
+/// and reads the field: `#[serde(with = ...)]`, `#[serde(skip)]`,
+/// `#[serde(flatten)]`, ...
+pub fn serde_takes_over(attrs: &[Attribute]) -> bool {
     attrs
         .iter()
         .filter(|a| a.path().is_ident("serde"))
         .any(|a| {
-            let mut with = false;
+            let mut found = false;
             // A serde attribute that does not parse as nested metas is
-            // serde's to report; it counts as no `with` here.
+            // serde's to report; it counts as none here.
             let _ = a.parse_nested_meta(|meta| {
-                let path = &meta.path;
-                with |= ["with", "serialize_with", "deserialize_with"]
-                    .iter()
-                    .any(|name| path.is_ident(name));
-                // Skip the value, if any: `= "path"`.
+                found |= SERDE_TAKES_OVER.iter().any(|name| meta.path.is_ident(name));
+                // Skip the value, if any: `= "path"`, or a list: `(...)`.
                 if meta.input.peek(syn::Token![=]) {
                     meta.value()?.parse::<syn::Expr>()?;
+                } else if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|_| Ok(()))?;
                 }
                 Ok(())
             });
-            with
+            found
         })
 }
 
 /// Reads the `#[ipc(...)]` attributes of a field, pushing any error.
 pub fn field(attrs: &[Attribute], errors: &mut Vec<Error>) -> FieldAttr {
-    let mut found: Option<(FieldAttr, &Attribute)> = None;
+    let mut found: Option<FieldAttr> = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("ipc")) {
-        let result =
-            attr.parse_nested_meta(|meta| {
-                let kind = if meta.path.is_ident("fd") {
-                    FieldAttr::Fd
-                } else if meta.path.is_ident("serde") {
-                    FieldAttr::Serde
-                } else {
-                    return Err(meta.error(format!(
-                        "unknown ipc attribute `{}`; expected `#[ipc(fd)]` or `#[ipc(serde)]`",
-                        path_text(&meta.path)
-                    )));
-                };
-                match found {
-                    Some((previous, _)) if previous != kind => Err(meta
-                        .error("`#[ipc(fd)]` and `#[ipc(serde)]` contradict each other; keep one")),
-                    _ => {
-                        found = Some((kind, attr));
-                        Ok(())
-                    }
+        let result = attr.parse_nested_meta(|meta| {
+            let kind = if meta.path.is_ident("fd") {
+                FieldAttr::Fd
+            } else if meta.path.is_ident("serde") {
+                FieldAttr::Serde
+            } else if meta.path.is_ident("pod") {
+                FieldAttr::Pod
+            } else {
+                return Err(meta.error(format!(
+                    "unknown ipc attribute `{}`; expected `#[ipc(fd)]`, `#[ipc(serde)]` or `#[ipc(pod)]`",
+                    path_text(&meta.path)
+                )));
+            };
+            match found {
+                Some(previous) if previous != kind => Err(meta.error(format!(
+                    "`#[ipc({})]` and `#[ipc({})]` contradict each other; keep one",
+                    previous.name(),
+                    kind.name()
+                ))),
+                _ => {
+                    found = Some(kind);
+                    Ok(())
                 }
-            });
+            }
+        });
         if let Err(e) = result {
             errors.push(e);
         }
     }
-    found.map_or(FieldAttr::Auto, |(kind, _)| kind)
+    found.unwrap_or(FieldAttr::Auto)
 }
 
 /// Pushes an error for every `#[ipc]` where none belongs (the type itself, a
@@ -75,7 +107,7 @@ pub fn none_allowed(attrs: &[Attribute], place: &str, errors: &mut Vec<Error>) {
     for attr in attrs.iter().filter(|a| a.path().is_ident("ipc")) {
         errors.push(Error::new_spanned(
             attr,
-            format!("`#[ipc(...)]` does not apply to {place}; put `#[ipc(fd)]` or `#[ipc(serde)]` on a field"),
+            format!("`#[ipc(...)]` does not apply to {place}; put `#[ipc(fd)]`, `#[ipc(serde)]` or `#[ipc(pod)]` on a field"),
         ));
     }
 }

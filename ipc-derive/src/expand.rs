@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{
@@ -43,7 +43,11 @@ fn expand(input: &Input<'_>) -> TokenStream {
     let de_generics = with_de_lifetime(&original.generics);
     let (de_impl_generics, _, _) = de_generics.split_for_impl();
     let serde = quote!(::ipc_core::__private::serde);
-    let structure = LitStr::new(&crate::structure::of(input), Span::call_site());
+    let type_name = LitStr::new(&name.to_string(), Span::call_site());
+    let pieces = crate::structure::pieces(input)
+        .into_iter()
+        .map(|piece| LitStr::new(&piece, Span::call_site()));
+    let describers = input.fields().map(describer);
 
     quote! {
         #[doc(hidden)]
@@ -72,12 +76,45 @@ fn expand(input: &Input<'_>) -> TokenStream {
                     __D: #serde::Deserializer<'de>,
                 {
                     if ::ipc_core::__private::probing() {
-                        ::ipc_core::__private::record(#structure);
+                        ::ipc_core::__private::record::<Self>(
+                            #type_name,
+                            &[#(#pieces),*],
+                            &[#(#describers),*],
+                        );
+                        return ::core::result::Result::Err(
+                            <__D::Error as #serde::de::Error>::custom("type probe"),
+                        );
                     }
                     #shadow_name #turbofish::deserialize(__deserializer)
                 }
             }
         };
+    }
+}
+
+/// The trait a routed field travels through, and the field's type.
+fn route_trait(route: &Route) -> Option<TokenStream> {
+    let private = quote!(::ipc_core::__private);
+    match route {
+        Route::Serde => None,
+        Route::Plain => Some(quote!(#private::Serde)),
+        Route::Descriptor => Some(quote!(#private::Descriptor)),
+        Route::Carried(shape) => Some(quote!(#private::Walk<#shape>)),
+    }
+}
+
+/// A function that describes the field's type for the handshake. It names
+/// the same trait, at the same span, as the field's serialize and
+/// deserialize paths, so a type that cannot travel is one error, not three.
+fn describer(field: &Field<'_>) -> TokenStream {
+    let ty = &field.original.ty;
+    let span = ty.span();
+    match route_trait(&field.route) {
+        None => quote!(::ipc_core::__private::named::<#ty> as ::ipc_core::__private::Describe),
+        Some(route) => quote_spanned! {span=>
+            (|| <_ as #route>::describe(::core::marker::PhantomData::<#ty>))
+                as ::ipc_core::__private::Describe
+        },
     }
 }
 
@@ -121,17 +158,13 @@ fn route_fields<'i, 'a: 'i>(fields: &mut Fields, routes: &mut impl Iterator<Item
     for field in fields.iter_mut() {
         keep_serde_attrs(&mut field.attrs);
         let Some(route) = routes.next() else { return };
-        let (serialize, deserialize) = match &route.route {
-            Route::Plain => continue,
-            Route::Carried(shape) => (
-                format!("::ipc_core::__private::serialize::<{shape}, _, _>"),
-                format!("::ipc_core::__private::deserialize::<{shape}, _, _>"),
-            ),
-            Route::Descriptor(_) => (
-                "::ipc_core::__private::serialize_descriptor".to_string(),
-                "::ipc_core::__private::deserialize_descriptor".to_string(),
-            ),
+        let Some(through) = route_trait(&route.route) else {
+            continue;
         };
+        let (serialize, deserialize) = (
+            format!("<_ as {through}>::carry"),
+            format!("<_ as {through}>::fetch"),
+        );
         // serde gives the parsed path the span of the string, so a type
         // that cannot travel is reported on the field's type.
         let span = field.ty.span();
@@ -154,8 +187,10 @@ struct Bounds {
 }
 
 impl Bounds {
-    /// A type parameter used in a plain field needs serde's trait; a routed
-    /// field whose type names a type parameter needs `Carry` in its shape.
+    /// A routed field whose type names a type parameter needs the trait it
+    /// travels through (`Serde`, `Descriptor`, `Carry` in its shape): its
+    /// error names the fix when the type a user picks cannot travel. A type
+    /// parameter in a field that serde takes over needs serde's traits.
     fn of(input: &Input<'_>) -> Bounds {
         let params: BTreeSet<Ident> = input
             .original
@@ -165,16 +200,21 @@ impl Bounds {
             .collect();
         let serde = quote!(::ipc_core::__private::serde);
         let mut plain = BTreeSet::new();
-        let mut carried: Vec<WherePredicate> = Vec::new();
+        let mut routed: Vec<WherePredicate> = Vec::new();
         for field in input.fields() {
             let used = params_in(&field.original.ty, &params);
-            match field.route.shape() {
+            if used.is_empty() {
+                continue;
+            }
+            let ty = &field.original.ty;
+            match route_trait(&field.route) {
                 None => plain.extend(used),
-                Some(shape) if !used.is_empty() => {
-                    let ty = &field.original.ty;
-                    carried.push(parse_quote!(#ty: ::ipc_core::__private::Carry<#shape>));
+                Some(through) => {
+                    let predicate: WherePredicate = parse_quote!(#ty: #through);
+                    if !routed.contains(&predicate) {
+                        routed.push(predicate);
+                    }
                 }
-                Some(_) => {}
             }
         }
         let mut serialize: Vec<WherePredicate> = plain
@@ -185,8 +225,8 @@ impl Bounds {
             .iter()
             .map(|p| parse_quote!(#p: #serde::Deserialize<'de>))
             .collect();
-        serialize.extend(carried.iter().cloned());
-        deserialize.extend(carried);
+        serialize.extend(routed.iter().cloned());
+        deserialize.extend(routed);
         Bounds {
             serialize,
             deserialize,

@@ -1,60 +1,81 @@
-//! The type's structure as written, for the connection handshake: its name,
-//! generics, fields with their types, variants, and serde attributes (they
-//! change the wire format too). Module paths are left out, so a type
-//! reached through two crates matches itself.
+//! The type's structure, for the connection handshake: its name, generics,
+//! fields, variants, and serde and ipc attributes (they change the wire
+//! format too). Module paths are left out, so a type reached through two
+//! crates matches itself.
+//!
+//! Field types are left as holes: the text comes in pieces around them,
+//! and at run time the probe fills each hole with the description of the
+//! field's type as instantiated (see `ipc_core`'s `fingerprint.rs`).
 
 use quote::ToTokens;
 use syn::{Attribute, Data, Fields};
 
 use crate::ast::Input;
 
-pub fn of(input: &Input<'_>) -> String {
+/// The text around the field types, in the order of `Input::fields`: one
+/// piece more than there are fields.
+pub fn pieces(input: &Input<'_>) -> Vec<String> {
     let original = input.original;
-    let mut out = String::new();
-    attrs(&original.attrs, &mut out);
+    let mut pieces = Pieces(vec![String::new()]);
+    pieces.attrs(&original.attrs);
     let generics = tokens(&original.generics);
     match &original.data {
         Data::Struct(data) => {
-            out.push_str(&format!("struct {}{generics}", original.ident));
-            fields(&data.fields, &mut out);
+            pieces.push(&format!("struct {}{generics}", original.ident));
+            pieces.fields(&data.fields);
         }
         Data::Enum(data) => {
-            out.push_str(&format!("enum {}{generics}{{", original.ident));
+            pieces.push(&format!("enum {}{generics}{{", original.ident));
             for variant in &data.variants {
-                attrs(&variant.attrs, &mut out);
-                out.push_str(&variant.ident.to_string());
-                fields(&variant.fields, &mut out);
-                out.push(',');
+                pieces.attrs(&variant.attrs);
+                pieces.push(&variant.ident.to_string());
+                pieces.fields(&variant.fields);
+                pieces.push(",");
             }
-            out.push('}');
+            pieces.push("}");
         }
         Data::Union(_) => {}
     }
-    out
+    pieces.0
 }
 
-fn fields(fields: &Fields, out: &mut String) {
-    let (open, close) = match fields {
-        Fields::Named(_) => ('{', '}'),
-        Fields::Unnamed(_) => ('(', ')'),
-        Fields::Unit => return,
-    };
-    out.push(open);
-    for field in fields {
-        attrs(&field.attrs, out);
-        if let Some(name) = &field.ident {
-            out.push_str(&format!("{name}:"));
+struct Pieces(Vec<String>);
+
+impl Pieces {
+    fn push(&mut self, text: &str) {
+        if let Some(last) = self.0.last_mut() {
+            last.push_str(text);
         }
-        out.push_str(&tokens(&field.ty));
-        out.push(',');
     }
-    out.push(close);
-}
 
-fn attrs(attrs: &[Attribute], out: &mut String) {
-    for attr in attrs {
-        if attr.path().is_ident("serde") || attr.path().is_ident("ipc") {
-            out.push_str(&tokens(attr));
+    /// Ends the current piece where a field's type goes.
+    fn hole(&mut self) {
+        self.0.push(String::new());
+    }
+
+    fn fields(&mut self, fields: &Fields) {
+        let (open, close) = match fields {
+            Fields::Named(_) => ("{", "}"),
+            Fields::Unnamed(_) => ("(", ")"),
+            Fields::Unit => return,
+        };
+        self.push(open);
+        for field in fields {
+            self.attrs(&field.attrs);
+            if let Some(name) = &field.ident {
+                self.push(&format!("{name}:"));
+            }
+            self.hole();
+            self.push(",");
+        }
+        self.push(close);
+    }
+
+    fn attrs(&mut self, attrs: &[Attribute]) {
+        for attr in attrs {
+            if attr.path().is_ident("serde") || attr.path().is_ident("ipc") {
+                self.push(&tokens(attr));
+            }
         }
     }
 }
