@@ -11,12 +11,16 @@
 //! connection in a task of its own: it checks the client's credentials,
 //! then answers each request with a descriptor. Clients are plain blocking
 //! programs; only the server is async.
+//!
+//! A server must outlive its bad clients: two more processes connect and
+//! misbehave (one says nothing, one speaks other message types). Each is
+//! refused, logged, and costs the honest clients nothing.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipc_core::tokio::{AsyncConnection, AsyncListener};
 use ipc_core::{Connection, Error, IpcMessage, Listener, SealedMemory};
@@ -42,8 +46,11 @@ enum Response {
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Failure> {
-    if std::env::args().nth(1).as_deref() == Some("client") {
-        return client();
+    match std::env::args().nth(1).as_deref() {
+        Some("client") => return client(),
+        Some("silent") => return silent(),
+        Some("foreign") => return foreign(),
+        _ => {}
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -63,34 +70,56 @@ async fn server() -> Result<(), Failure> {
         )?;
     }
     let addr = format!("@ipc-core-async-server-{}", std::process::id());
-    let listener = AsyncListener::new(Listener::<Response, Request>::bind(&addr)?)?;
+    let mut listener = Listener::<Response, Request>::bind(&addr)?;
+    // A peer that connects and says nothing is dropped after this long.
+    listener.set_greeting_timeout(Duration::from_millis(500));
+    let listener = AsyncListener::new(listener)?;
     println!("server:  listening at {addr}");
 
     let exe = std::env::current_exe()?;
+    let spawn = |role: &str| {
+        Command::new(&exe)
+            .arg(role)
+            .env("SERVER_ADDR", &addr)
+            .spawn()
+    };
+    let rogues = [spawn("silent")?, spawn("foreign")?];
     let mut children = Vec::new();
     for _ in 0..CLIENTS {
-        children.push(
-            Command::new(&exe)
-                .arg("client")
-                .env("SERVER_ADDR", &addr)
-                .spawn()?,
-        );
+        children.push(spawn("client")?);
     }
 
-    let mut sessions = Vec::new();
-    for _ in 0..CLIENTS {
-        let conn = listener.accept().await?;
-        sessions.push(tokio::spawn(serve(conn, dir.clone())));
+    // Every connection gets a task; a peer that fails to greet, or speaks
+    // other types, is one error of `accept`: logged, and the loop goes on.
+    let mut sessions = tokio::task::JoinSet::new();
+    let mut refused = 0;
+    while sessions.len() < CLIENTS || refused < rogues.len() {
+        match listener.accept().await {
+            Ok(conn) => {
+                sessions.spawn(serve(conn, dir.clone()));
+            }
+            Err(e) => {
+                refused += 1;
+                println!("server:  refused a peer: {e}");
+            }
+        }
     }
     let mut served = 0;
-    for session in sessions {
-        served += session.await??;
+    while let Some(session) = sessions.join_next().await {
+        match session? {
+            Ok(requests) => served += requests,
+            // One client's failure ends its session, not the server.
+            Err(e) => println!("server:  a session failed: {e}"),
+        }
     }
     for mut child in children {
         let status = child.wait()?;
         if !status.success() {
             return Err(format!("a client failed: {status}").into());
         }
+    }
+    for mut rogue in rogues {
+        rogue.wait()?;
     }
     std::fs::remove_dir_all(&dir)?;
     println!(
@@ -172,4 +201,39 @@ fn client() -> Result<(), Failure> {
     }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// A peer that connects and never greets, until the server drops it.
+fn silent() -> Result<(), Failure> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let addr = std::env::var("SERVER_ADDR")?;
+    let name = addr.trim_start_matches('@');
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::empty(),
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
+    // Reads the server's greeting, then the end: the server hung up.
+    let mut buf = [0; 4096];
+    while nix::sys::socket::recv(
+        fd.as_raw_fd(),
+        &mut buf,
+        nix::sys::socket::MsgFlags::empty(),
+    )? > 0
+    {}
+    Ok(())
+}
+
+/// A peer built for other message types: refused at the greeting, on both
+/// sides, before any message is misread.
+fn foreign() -> Result<(), Failure> {
+    let addr = std::env::var("SERVER_ADDR")?;
+    match Connection::<u64, u64>::connect(addr) {
+        Err(Error::TypeMismatch { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(_) => Err("a server of other types accepted this client".into()),
+    }
 }

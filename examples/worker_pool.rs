@@ -144,7 +144,12 @@ fn broker() -> Result<(), Failure> {
     let mut workers = Vec::new();
     for id in 0..WORKERS {
         let (child, connection) = process::spawn::<Order, ()>(Command::new(&exe).arg("worker"))?;
+        // Who greeted on the child's end, as the kernel vouches for it: the
+        // child itself, with the uid it runs as now.
         let peer = connection.peer_credentials()?;
+        if peer.pid() as u32 != child.id() {
+            return Err(format!("worker {id} is not the process spawned; refusing it").into());
+        }
         // A broker serves only workers of its own user.
         if peer.uid() != nix::unistd::geteuid().as_raw() {
             return Err(format!("worker {id} runs as uid {}; refusing it", peer.uid()).into());

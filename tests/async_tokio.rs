@@ -36,14 +36,14 @@ fn a_forked_child_talks_async_to_the_parent() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let conn = AsyncConnection::new(child_end);
+            let conn = AsyncConnection::new(child_end).unwrap();
             while let Ok(n) = conn.recv().await {
                 conn.send(n * 2).await.unwrap();
             }
         });
     });
     runtime().block_on(async {
-        let conn = AsyncConnection::new(parent_end);
+        let conn = AsyncConnection::new(parent_end).unwrap();
         for i in 0..2000 {
             conn.send(i).await.unwrap();
             assert_eq!(conn.recv().await.unwrap(), i * 2);
@@ -74,7 +74,10 @@ fn select_cancels_receives_amid_heavy_traffic_and_loses_nothing() {
     });
     drop((tx_a, tx_b));
     let (got_a, got_b, ticks) = runtime().block_on(async move {
-        let (a, b) = (AsyncReceiver::new(rx_a), AsyncReceiver::new(rx_b));
+        let (a, b) = (
+            AsyncReceiver::new(rx_a).unwrap(),
+            AsyncReceiver::new(rx_b).unwrap(),
+        );
         let (mut next_a, mut next_b, mut ticks) = (0u32, 0u32, 0u32);
         let (mut a_open, mut b_open) = (true, true);
         while a_open || b_open {
@@ -139,7 +142,7 @@ fn many_tasks_send_at_once_and_each_keeps_its_order() {
     });
     drop(rx);
     runtime().block_on(async move {
-        let tx = AsyncSender::new(tx);
+        let tx = AsyncSender::new(tx).unwrap();
         let tasks: Vec<_> = (0..TASKS)
             .map(|task| {
                 let tx = tx.clone();
@@ -169,7 +172,7 @@ fn a_receiver_is_a_stream_that_ends_at_disconnection() {
     });
     drop(tx);
     let got = runtime().block_on(async move {
-        let mut stream = AsyncReceiver::new(rx);
+        let mut stream = AsyncReceiver::new(rx).unwrap();
         let mut got = Vec::new();
         while let Some(item) = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
             got.push(item.unwrap());
@@ -223,7 +226,7 @@ fn an_async_listener_serves_several_client_processes() {
         for s in served {
             s.await.unwrap();
         }
-        listener.into_inner().unwrap()
+        listener.into_inner()
     });
     for c in clients {
         c.join();
@@ -249,7 +252,7 @@ fn an_async_sender_of_bodies_past_the_pool_keeps_one_unread() {
     let child = fork_child(|| {
         close_in_child(&rx);
         runtime().block_on(async {
-            let tx = AsyncSender::new(tx);
+            let tx = AsyncSender::new(tx).unwrap();
             for n in 0..MESSAGES {
                 let data = vec![n as u8; HUGE];
                 tx.send(Huge { n, data }).await.unwrap();
@@ -285,7 +288,7 @@ fn large_bodies_cross_async_ends_intact_and_an_async_send_never_waits_for_the_po
             .build()
             .unwrap();
         rt.block_on(async {
-            let tx = AsyncSender::new(tx);
+            let tx = AsyncSender::new(tx).unwrap();
             // Nobody reads until every send is done: an async send must
             // not wait for pooled memfds to come back (the reactor cannot
             // see them), so the ones past the pool go sealed.
@@ -311,7 +314,7 @@ fn large_bodies_cross_async_ends_intact_and_an_async_send_never_waits_for_the_po
         }
     }
     runtime().block_on(async {
-        let rx = AsyncReceiver::new(rx);
+        let rx = AsyncReceiver::new(rx).unwrap();
         for n in 0..MESSAGES {
             let (got, bytes) = rx.recv().await.unwrap();
             assert_eq!(got, n);
@@ -319,5 +322,140 @@ fn large_bodies_cross_async_ends_intact_and_an_async_send_never_waits_for_the_po
         }
         assert!(matches!(rx.recv().await, Err(Error::Disconnected)));
     });
+    assert_eq!(fd_count(), before);
+}
+
+/// Four tasks await `recv` on one shared receiver while a process sends:
+/// every message reaches exactly one of them, and none is left waiting
+/// while messages are queued (one waker per socket would leave some stuck).
+fn four_tasks_share_one_receiver(runtime: fn() -> tokio::runtime::Runtime) {
+    const MESSAGES: u32 = 10_000;
+    let before = fd_count();
+    let (tx, rx) = channel::<u32>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        for i in 0..MESSAGES {
+            tx.send(i).unwrap();
+        }
+    });
+    drop(tx);
+    let runtime = runtime();
+    let got = runtime.block_on(async {
+        let rx = std::sync::Arc::new(AsyncReceiver::new(rx).unwrap());
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        match rx.recv().await {
+                            Ok(n) => mine.push(n),
+                            Err(Error::Disconnected) => return mine,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for task in tasks {
+            let mine = tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("a task was left waiting")
+                .unwrap();
+            got.push(mine);
+        }
+        got
+    });
+    drop(runtime);
+    child.join();
+    let mut all: Vec<u32> = got.concat();
+    assert_eq!(all.len(), MESSAGES as usize, "each message exactly once");
+    all.sort();
+    assert_eq!(all, (0..MESSAGES).collect::<Vec<_>>());
+    // Each task kept its own messages in the order they were sent.
+    for mine in &got {
+        assert!(mine.windows(2).all(|w| w[0] < w[1]));
+    }
+    assert_eq!(fd_count(), before);
+}
+
+#[test]
+fn four_tasks_sharing_one_receiver_take_each_message_once() {
+    let _serial = serial();
+    four_tasks_share_one_receiver(runtime);
+}
+
+#[test]
+fn four_tasks_sharing_one_receiver_on_one_thread_take_each_message_once() {
+    let _serial = serial();
+    four_tasks_share_one_receiver(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+}
+
+/// A body that takes long to decode (here 128 Mi numbers that serde reads
+/// one by one) is decoded off the runtime's thread: a current-thread
+/// runtime serves another channel meanwhile, and a receive cancelled while
+/// it waits for the decode loses nothing.
+#[test]
+fn a_large_body_is_decoded_off_the_runtime_thread() {
+    let _serial = serial();
+    const LEN: usize = 128 << 20;
+    let before = fd_count();
+    let (big_tx, big_rx) = channel::<Vec<u32>>().unwrap();
+    let (small_tx, small_rx) = channel::<u8>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&big_rx);
+        close_in_child(&small_rx);
+        big_tx.send(vec![1; LEN]).unwrap();
+        small_tx.send(7).unwrap();
+    });
+    drop((big_tx, small_tx));
+    let order = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let big_rx = std::sync::Arc::new(AsyncReceiver::new(big_rx).unwrap());
+            let small_rx = AsyncReceiver::new(small_rx).unwrap();
+            let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let big = tokio::spawn({
+                let (big_rx, order) = (big_rx.clone(), order.clone());
+                async move {
+                    // Given up on once, while the body may be decoding.
+                    let first =
+                        tokio::time::timeout(Duration::from_millis(50), big_rx.recv()).await;
+                    let numbers = match first {
+                        Ok(numbers) => numbers.unwrap(),
+                        Err(_) => big_rx.recv().await.unwrap(),
+                    };
+                    order.lock().unwrap().push("big");
+                    numbers
+                }
+            });
+            let small = tokio::spawn({
+                let order = order.clone();
+                async move {
+                    assert_eq!(small_rx.recv().await.unwrap(), 7);
+                    order.lock().unwrap().push("small");
+                }
+            });
+            small.await.unwrap();
+            let numbers = big.await.unwrap();
+            assert_eq!(numbers.len(), LEN);
+            assert!(numbers.iter().all(|&n| n == 1));
+            let order = order.lock().unwrap().clone();
+            order
+        });
+    assert_eq!(
+        order,
+        ["small", "big"],
+        "the small message waited for the large one's decode"
+    );
+    child.join();
     assert_eq!(fd_count(), before);
 }

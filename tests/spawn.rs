@@ -57,6 +57,22 @@ fn main() {
             stringify!(try_recv_does_not_wait_behind_a_recv_awaiting_the_greeting),
             try_recv_does_not_wait_behind_a_recv_awaiting_the_greeting,
         ),
+        (
+            stringify!(a_spawned_child_is_seen_with_its_own_credentials),
+            a_spawned_child_is_seen_with_its_own_credentials,
+        ),
+        (
+            stringify!(select_reports_spawned_connections_ready_only_for_messages),
+            select_reports_spawned_connections_ready_only_for_messages,
+        ),
+        (
+            stringify!(the_child_takes_its_channel_variable_out_of_the_environment),
+            the_child_takes_its_channel_variable_out_of_the_environment,
+        ),
+        (
+            stringify!(a_child_gives_up_on_a_parent_that_never_greets),
+            a_child_gives_up_on_a_parent_that_never_greets,
+        ),
     ]);
 }
 
@@ -143,9 +159,55 @@ fn play(role: &str) -> i32 {
             parent.send(7).unwrap();
             0
         }
+        "drop_privileges" => {
+            // As a privilege-separated worker does: give up root before
+            // talking to the broker.
+            if nix::unistd::geteuid().is_root() {
+                let nobody = nix::unistd::Uid::from_raw(NOBODY);
+                let nogroup = nix::unistd::Gid::from_raw(NOBODY);
+                nix::unistd::setgroups(&[]).unwrap();
+                nix::unistd::setresgid(nogroup, nogroup, nogroup).unwrap();
+                nix::unistd::setresuid(nobody, nobody, nobody).unwrap();
+            }
+            let parent = process::parent::<u32, ()>().unwrap();
+            parent.send(std::process::id()).unwrap();
+            let _ = parent.recv();
+            0
+        }
+        "greet_then_send" => {
+            let parent = process::parent::<u32, ()>().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            parent.send(std::process::id()).unwrap();
+            let _ = parent.recv();
+            0
+        }
+        "env_check" => {
+            let parent = process::parent::<bool, ()>().unwrap();
+            parent
+                .send(std::env::var_os(process::CHANNEL_FD_ENV).is_none())
+                .unwrap();
+            0
+        }
+        "mute_parent" => {
+            let started = std::time::Instant::now();
+            match process::parent_timeout::<u32, u32>(Duration::from_millis(200)) {
+                Err(Error::GreetingTimeout { .. })
+                    if started.elapsed() < Duration::from_secs(2) =>
+                {
+                    0
+                }
+                other => {
+                    eprintln!("expected a greeting timeout, got {:?}", other.map(drop));
+                    1
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
+
+/// The uid and gid of `nobody`, which a child running as root drops to.
+const NOBODY: u32 = 65534;
 
 fn open_fds() -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
@@ -381,4 +443,111 @@ fn try_recv_does_not_wait_behind_a_recv_awaiting_the_greeting() {
         assert_eq!(waiting.join().unwrap().unwrap(), 7);
     });
     assert_eq!(exit_code(&mut child), Some(0));
+}
+
+fn a_spawned_child_is_seen_with_its_own_credentials() {
+    let before = fd_count();
+    let root = nix::unistd::geteuid().is_root();
+    let (mut child, conn) =
+        process::spawn::<(), u32>(&mut child_command("drop_privileges")).unwrap();
+    // Asked before the child has greeted: it waits for the greeting.
+    let peer = conn.peer_credentials().unwrap();
+    assert_eq!(peer.pid() as u32, child.id(), "the child, not this process");
+    let (uid, gid) = if root {
+        (NOBODY, NOBODY)
+    } else {
+        eprintln!("not root: the child keeps this process's uid");
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    assert_eq!((peer.uid(), peer.gid()), (uid, gid));
+    let pidfd = peer.pidfd().expect("a pidfd of the child");
+    let info = std::fs::read_to_string(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&pidfd)
+    ))
+    .unwrap();
+    assert!(
+        info.contains(&format!("Pid:\t{}\n", child.id())),
+        "the pidfd names another process: {info}"
+    );
+    assert_eq!(conn.recv().unwrap(), child.id());
+    drop(peer);
+    drop(conn);
+    assert_eq!(exit_code(&mut child), Some(0));
+    assert_eq!(fd_count(), before);
+}
+
+fn select_reports_spawned_connections_ready_only_for_messages() {
+    let mut select = Select::new().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|token| {
+            let (child, conn) =
+                process::spawn::<(), u32>(&mut child_command("greet_then_send")).unwrap();
+            select.register(&conn, token).unwrap();
+            (child, conn)
+        })
+        .collect();
+    // Each child greets as it starts and sends 300 ms later: the greetings
+    // make the sockets readable, and must not make them ready.
+    let mut got = Vec::new();
+    while got.len() < children.len() {
+        let ready = select.wait(Some(Duration::from_secs(10))).unwrap().to_vec();
+        for token in ready {
+            let (child, conn) = &children[token];
+            match conn.try_recv() {
+                Ok(pid) => {
+                    assert_eq!(pid, child.id());
+                    got.push(token);
+                }
+                Err(e) => panic!("connection {token} was ready for no message: {e}"),
+            }
+        }
+    }
+    got.sort();
+    assert_eq!(got, [0, 1, 2]);
+    for (mut child, conn) in children {
+        drop(conn);
+        assert_eq!(exit_code(&mut child), Some(0));
+    }
+}
+
+fn the_child_takes_its_channel_variable_out_of_the_environment() {
+    let (mut child, conn) = process::spawn::<(), bool>(&mut child_command("env_check")).unwrap();
+    assert!(
+        conn.recv().unwrap(),
+        "the child still names a descriptor its own children would not have"
+    );
+    assert_eq!(exit_code(&mut child), Some(0));
+}
+
+fn a_child_gives_up_on_a_parent_that_never_greets() {
+    use std::os::unix::process::CommandExt;
+    // A socket at descriptor 3 whose other end never says a word.
+    let (mute_end, child_end) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&child_end);
+    let mut command = child_command("mute_parent");
+    command.env(process::CHANNEL_FD_ENV, "3");
+    // SAFETY: between fork and exec the hook only calls dup2, which is
+    // async-signal-safe; `fd` stays open in this process until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if nix::libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(child_end);
+    assert_eq!(exit_code(&mut child), Some(0));
+    drop(mute_end);
 }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Result, SendError};
 use crate::fd::{deserialize_socket, serialize_fd};
-use crate::handshake::Pending;
 use crate::limits::Limits;
 use crate::transport::{Socket, Wait};
 
@@ -192,7 +191,8 @@ impl<T> Serialize for Sender<T> {
 
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_socket(deserializer, "Sender").map(Sender::from)
+        deserialize_socket(deserializer, "Sender")
+            .map(|fd| Sender::from_socket(Arc::new(Socket::received(fd))))
     }
 }
 
@@ -204,8 +204,6 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 pub struct Receiver<T> {
     socket: Arc<Socket>,
     limits: Limits,
-    /// The peer's greeting, still to be read before the first message.
-    greeting: Option<Arc<Pending>>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -214,24 +212,31 @@ impl<T> Receiver<T> {
         Receiver {
             socket,
             limits: Limits::default(),
-            greeting: None,
             _message: PhantomData,
         }
     }
 
-    /// Makes the first receive read and check the peer's greeting.
-    pub(crate) fn expect_greeting(&mut self, pending: Pending) {
-        self.greeting = Some(Arc::new(pending));
+    pub(crate) fn socket(&self) -> &Arc<Socket> {
+        &self.socket
     }
 
     fn receive(&self, wait: Wait) -> Result<T>
     where
         T: DeserializeOwned,
     {
-        if let Some(greeting) = &self.greeting {
-            greeting.settle(&self.socket, wait)?;
-        }
+        self.socket.settle(wait)?;
         self.socket.recv(&self.limits, wait)
+    }
+
+    /// Takes the next message if one is waiting, leaving a body over 1 MiB
+    /// undecoded for the async face to decode off its runtime's threads.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn try_recv_deferring(&self) -> Result<crate::transport::Arrival<T>>
+    where
+        T: DeserializeOwned,
+    {
+        self.socket.settle(Wait::Never)?;
+        self.socket.try_recv_deferring(&self.limits)
     }
 
     /// The limits this receiver applies to each message.
@@ -410,13 +415,11 @@ impl<T> TryFrom<Receiver<T>> for OwnedFd {
     /// comes back.
     fn try_from(receiver: Receiver<T>) -> Result<OwnedFd, Receiver<T>> {
         let limits = receiver.limits;
-        let greeting = receiver.greeting;
         Arc::try_unwrap(receiver.socket)
             .map(Socket::into_fd)
             .map_err(|socket| {
                 let mut receiver = Receiver::from_socket(socket);
                 receiver.limits = limits;
-                receiver.greeting = greeting;
                 receiver
             })
     }
@@ -430,6 +433,17 @@ impl<T> Serialize for Receiver<T> {
 
 impl<'de, T> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_socket(deserializer, "Receiver").map(Receiver::from)
+        deserialize_socket(deserializer, "Receiver")
+            .map(|fd| Receiver::from_socket(Arc::new(Socket::received(fd))))
+    }
+}
+
+impl<T> crate::select::Source for Receiver<T> {}
+impl<T> crate::select::sealed::Sealed for Receiver<T> {
+    fn entry(&self) -> crate::select::sealed::Entry<'_> {
+        crate::select::sealed::Entry {
+            fd: self.socket.as_fd(),
+            socket: Some(Arc::downgrade(&self.socket)),
+        }
     }
 }

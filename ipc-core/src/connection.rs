@@ -67,31 +67,41 @@ impl<Out, In> Connection<Out, In> {
         }
     }
 
-    /// Who is at the other end: pid, uid and gid as the kernel recorded
-    /// them when the connection was made, and a pidfd where the kernel
-    /// offers one. See [`PeerCredentials`](crate::PeerCredentials).
+    /// Who is at the other end: its pid, uid and gid as the kernel vouches
+    /// for them, and a pidfd where the kernel offers one. What that means
+    /// for each kind of connection is told at
+    /// [`PeerCredentials`](crate::PeerCredentials). For the parent's end of
+    /// a spawned child, this waits (up to 10 s) for the child's greeting,
+    /// which tells.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`](crate::Error::Io) when the kernel refuses the query.
+    /// [`Error::UnknownPeer`](crate::Error::UnknownPeer) for an end made by
+    /// [`pair`](Connection::pair) or that came inside a message: the kernel
+    /// cannot tell who holds the other end.
+    /// [`Error::GreetingTimeout`](crate::Error::GreetingTimeout) when a
+    /// spawned child has not greeted in time. [`Error::Io`](crate::Error::Io)
+    /// when the kernel refuses the query.
     ///
     /// # Examples
     ///
     /// ```
     /// let (a, _b) = ipc_core::Connection::<(), ()>::pair()?;
-    /// let peer = a.peer_credentials()?;
-    /// if peer.uid() != nix::unistd::geteuid().as_raw() {
+    /// // Either end of a pair may have been handed to anyone.
+    /// assert!(matches!(a.peer_credentials(), Err(ipc_core::Error::UnknownPeer(_))));
+    ///
+    /// let name = format!("@ipc-core-peer-doc-{}", std::process::id());
+    /// let listener = ipc_core::Listener::<(), ()>::bind(&name)?;
+    /// let client = std::thread::spawn(move || ipc_core::Connection::<(), ()>::connect(&name));
+    /// let conn = listener.accept()?;
+    /// # client.join().unwrap()?;
+    /// if conn.peer_credentials()?.uid() != nix::unistd::geteuid().as_raw() {
     ///     return Err("refusing a peer of another user".into());
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn peer_credentials(&self) -> Result<crate::PeerCredentials> {
-        crate::PeerCredentials::of(self.as_fd())
-    }
-
-    /// Makes the first receive read and check the peer's greeting.
-    pub(crate) fn expect_greeting(&mut self, pending: crate::handshake::Pending) {
-        self.receiver.expect_greeting(pending);
+        self.receiver.socket().peer_credentials()
     }
 
     /// The limits applied to each received message.
@@ -119,6 +129,12 @@ impl<Out, In> Connection<Out, In> {
     /// ```
     pub fn set_limits(&mut self, limits: Limits) {
         self.receiver.set_limits(limits);
+    }
+
+    /// The receiving half, for the async face.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn receiver(&self) -> &Receiver<In> {
+        &self.receiver
     }
 
     /// Splits into a sender and a receiver that share the socket, so one
@@ -280,6 +296,14 @@ impl<Out, In> Serialize for Connection<Out, In> {
 
 impl<'de, Out, In> Deserialize<'de> for Connection<Out, In> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_socket(deserializer, "Connection").map(Connection::from)
+        deserialize_socket(deserializer, "Connection")
+            .map(|fd| Connection::from_socket(Socket::received(fd)))
+    }
+}
+
+impl<Out, In> crate::select::Source for Connection<Out, In> {}
+impl<Out, In> crate::select::sealed::Sealed for Connection<Out, In> {
+    fn entry(&self) -> crate::select::sealed::Entry<'_> {
+        crate::select::sealed::Sealed::entry(&self.receiver)
     }
 }

@@ -97,6 +97,19 @@ pub enum Error {
     #[error("no connection to a parent: {0}; start this program with ipc_core::process::spawn, or connect to a Listener instead")]
     NotSpawned(String),
 
+    /// A peer did not greet in time: it is not an ipc-core peer, or it is
+    /// stalled. A [`Listener`](crate::Listener) has dropped it and goes
+    /// on; a `connect` or `process::parent` gives up.
+    #[error("no greeting came from the peer within {waited:?}: it is not an ipc-core peer, or it is stalled; a listener drops it and goes on (call accept again), a connect gives up (try again, or raise the timeout)")]
+    GreetingTimeout {
+        /// How long it was given.
+        waited: std::time::Duration,
+    },
+
+    /// Who is at the other end of this connection cannot be known.
+    #[error("who is at the other end is not known: {0}")]
+    UnknownPeer(&'static str),
+
     /// The two ends were built for different message types.
     #[error("message types differ: this side speaks `{ours}`, the peer speaks `{theirs}`; build both from the same type definitions")]
     TypeMismatch {

@@ -1,17 +1,24 @@
 //! The greeting both ends of a spawned or connected channel exchange before
 //! any message: the protocol, and what each side sends and receives.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::PeerCredentials;
 use crate::error::{Error, Result};
 use crate::fingerprint::describe;
 use crate::limits::Limits;
 use crate::message::IpcMessage;
+use crate::sys;
 use crate::transport::{wait_readable, Socket, Wait};
+
+/// How long a peer has to greet by default: an ipc-core peer greets as
+/// soon as it is connected, so this only bounds what a stalled or foreign
+/// peer can make a call wait.
+pub(crate) const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
 const PROTOCOL: &str = "ipc-core/1";
 
@@ -43,22 +50,47 @@ struct Hello {
 
 /// Sends this end's greeting.
 pub(crate) fn greet(socket: &Socket, ours: &Types) -> Result<()> {
-    socket.send(
-        &Hello {
-            protocol: PROTOCOL.to_string(),
-            types: ours.clone(),
-        },
-        false,
-    )
+    socket.send(&hello(ours), false)
+}
+
+/// Sends this end's greeting without waiting: to a peer just accepted,
+/// whose socket holds nothing of ours yet, it never has to.
+pub(crate) fn greet_now(socket: &Socket, ours: &Types) -> Result<()> {
+    socket.send(&hello(ours), true)
+}
+
+fn hello(ours: &Types) -> Hello {
+    Hello {
+        protocol: PROTOCOL.to_string(),
+        types: ours.clone(),
+    }
 }
 
 /// Reads the peer's greeting and checks that it mirrors ours.
 pub(crate) fn expect(socket: &Socket, ours: &Types, wait: Wait) -> Result<()> {
-    // A greeting is small; a peer that sends more is not greeting.
-    let limits = Limits::default()
+    check(ours, socket.recv(&greeting_limits(), wait))
+}
+
+/// As [`expect`], and what the kernel attached about the sender.
+fn expect_from(
+    socket: &Socket,
+    ours: &Types,
+    wait: Wait,
+    sender: &mut sys::socket::Sender,
+) -> Result<()> {
+    check(ours, socket.recv_from(&greeting_limits(), wait, sender))
+}
+
+/// A greeting is small and carries no descriptor; a peer that sends more
+/// is not greeting.
+fn greeting_limits() -> Limits {
+    Limits::default()
         .with_max_descriptors(0)
-        .with_max_bytes(1 << 20);
-    let hello: Hello = match socket.recv(&limits, wait) {
+        .with_max_bytes(1 << 20)
+}
+
+fn check(ours: &Types, received: Result<Hello>) -> Result<()> {
+    let hello = match received {
         Ok(hello) => hello,
         Err(Error::Decode(_) | Error::Descriptor(_) | Error::TooLarge { .. }) => {
             return Err(mismatch(ours, "a peer that does not greet like ipc-core"));
@@ -83,21 +115,51 @@ fn mismatch(ours: &Types, theirs: &str) -> Error {
 }
 
 /// A greeting still to be read before the first message, for the parent's
-/// end of a spawned child, which must not wait for the child at spawn.
+/// end of a spawned child, which must not wait for the child at spawn. The
+/// parent's end asks the kernel to attach the sender's credentials (and a
+/// pidfd of it) to what it receives until the greeting has come: they name
+/// the process that greeted, the child itself, where the kernel's record
+/// of the socket pair names the parent that made it.
 #[derive(Debug)]
 pub(crate) struct Pending {
     ours: Types,
+    /// The spawned child's pid and a pidfd opened for it before anything
+    /// could reap it: the pidfd of a greeting from that pid, where the
+    /// kernel attaches none itself (before Linux 6.5).
+    pub(crate) child: Option<(u32, OwnedFd)>,
     /// `None` until the greeting is read; then the outcome, kept so that
     /// every later receive reports a mismatch again.
-    outcome: Mutex<Option<Result<(), (String, String)>>>,
+    outcome: Mutex<Option<Settled>>,
+}
+
+#[derive(Debug)]
+enum Settled {
+    /// The peer greeted as it should; who it is, where the kernel said.
+    Greeted(Option<Greeter>),
+    Mismatch {
+        ours: String,
+        theirs: String,
+    },
+}
+
+/// The process that sent the greeting.
+#[derive(Debug)]
+struct Greeter {
+    credentials: nix::libc::ucred,
+    pidfd: Option<OwnedFd>,
 }
 
 impl Pending {
-    pub(crate) fn new(ours: Types) -> Self {
-        Pending {
+    /// A greeting to come on `socket`, which is made to pass the sender's
+    /// credentials until it has.
+    pub(crate) fn new(socket: &Socket, ours: Types, child: Option<(u32, OwnedFd)>) -> Result<Self> {
+        sys::socket::pass_sender(socket.as_fd(), true)
+            .map_err(|e| Error::io("setsockopt(SO_PASSCRED)", e))?;
+        Ok(Pending {
             ours,
+            child,
             outcome: Mutex::new(None),
-        }
+        })
     }
 
     /// Reads the greeting if it has not been read yet, within `wait`.
@@ -113,19 +175,24 @@ impl Pending {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 if outcome.is_none() {
-                    match expect(socket, &self.ours, Wait::Never) {
-                        Ok(()) => *outcome = Some(Ok(())),
+                    let mut sender = sys::socket::Sender::default();
+                    match expect_from(socket, &self.ours, Wait::Never, &mut sender) {
+                        Ok(()) => *outcome = Some(Settled::Greeted(self.greeter(sender))),
                         Err(Error::TypeMismatch { ours, theirs }) => {
-                            *outcome = Some(Err((ours, theirs)))
+                            *outcome = Some(Settled::Mismatch { ours, theirs })
                         }
                         Err(Error::Empty) => {}
                         // A closed peer or a failed call: try again next time.
                         Err(e) => return Err(e),
                     }
+                    if outcome.is_some() {
+                        // What comes after the greeting needs no credentials.
+                        let _ = sys::socket::pass_sender(socket.as_fd(), false);
+                    }
                 }
                 match outcome.as_ref() {
-                    Some(Ok(())) => return Ok(()),
-                    Some(Err((ours, theirs))) => {
+                    Some(Settled::Greeted(_)) => return Ok(()),
+                    Some(Settled::Mismatch { ours, theirs }) => {
                         return Err(Error::TypeMismatch {
                             ours: ours.clone(),
                             theirs: theirs.clone(),
@@ -146,6 +213,52 @@ impl Pending {
                     }
                 }
             }
+        }
+    }
+
+    /// Who greeted: the kernel's credentials of the sender, and a pidfd of
+    /// it, attached by the kernel or, for the spawned child's own pid, the
+    /// one opened at spawn.
+    fn greeter(&self, sender: sys::socket::Sender) -> Option<Greeter> {
+        let credentials = sender.credentials?;
+        let pidfd = sender.pidfd.or_else(|| match &self.child {
+            Some((pid, pidfd)) if *pid as i32 == credentials.pid => pidfd.try_clone().ok(),
+            _ => None,
+        });
+        Some(Greeter { credentials, pidfd })
+    }
+
+    /// The credentials of the process that greeted, waiting up to
+    /// [`GREETING_TIMEOUT`] for the greeting.
+    pub(crate) fn credentials(&self, socket: &Socket) -> Result<PeerCredentials> {
+        match self.settle(socket, Wait::timeout(GREETING_TIMEOUT)) {
+            Err(Error::Timeout) => {
+                return Err(Error::GreetingTimeout {
+                    waited: GREETING_TIMEOUT,
+                })
+            }
+            result => result?,
+        }
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match outcome.as_ref() {
+            Some(Settled::Greeted(Some(greeter))) => {
+                let pidfd = match &greeter.pidfd {
+                    Some(pidfd) => Some(
+                        pidfd
+                            .try_clone()
+                            .map_err(|source| Error::Io { op: "dup", source })?,
+                    ),
+                    None => None,
+                };
+                let ucred = greeter.credentials;
+                Ok(PeerCredentials::new(ucred.pid, ucred.uid, ucred.gid, pidfd))
+            }
+            _ => Err(Error::UnknownPeer(
+                "the kernel attached no credentials to the child's greeting",
+            )),
         }
     }
 }

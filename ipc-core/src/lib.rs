@@ -87,6 +87,7 @@ mod error;
 mod fd;
 mod fingerprint;
 mod fuzzing;
+mod greetings;
 mod handshake;
 mod limits;
 mod listener;
@@ -112,7 +113,7 @@ pub use fd::Fd;
 pub use limits::Limits;
 pub use listener::Listener;
 pub use message::IpcMessage;
-pub use select::Select;
+pub use select::{Select, Source};
 pub use shm::{SealedMemory, SharedMemory};
 
 /// Plain-old-data types (bytemuck's traits, re-exported): an `#[ipc(pod)]`

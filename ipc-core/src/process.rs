@@ -1,10 +1,11 @@
 //! Starting a child process with a connection to it.
 
 use std::process::{Child, Command};
+use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::handshake::{self, Pending, Types};
+use crate::handshake::{self, Pending, Types, GREETING_TIMEOUT};
 use crate::message::IpcMessage;
 use crate::sys;
 use crate::transport::{Socket, Wait};
@@ -49,10 +50,13 @@ const CHILD_FD: i32 = 3;
 pub fn spawn<Out: IpcMessage, In: IpcMessage>(
     command: &mut Command,
 ) -> Result<(Child, Connection<Out, In>)> {
-    let (ours, theirs) = Socket::pair()?;
+    let (mut ours, theirs) = Socket::pair()?;
     let types = Types::of::<Out, In>();
     // Queued for the child to read when it starts; never blocks.
     handshake::greet(&ours, &types)?;
+    // Before the child can greet: its greeting must come with its
+    // credentials, since the kernel's record of the pair names this process.
+    let mut pending = Pending::new(&ours, types, None)?;
     sys::process::inherit_at(command, std::os::fd::AsFd::as_fd(&theirs), CHILD_FD);
     command.env(CHANNEL_FD_ENV, CHILD_FD.to_string());
     let child = command.spawn().map_err(|source| Error::Io {
@@ -60,22 +64,32 @@ pub fn spawn<Out: IpcMessage, In: IpcMessage>(
         source,
     })?;
     drop(theirs);
-    let mut connection = Connection::from_socket(ours);
-    connection.expect_greeting(Pending::new(types));
-    Ok((child, connection))
+    // Not reaped yet, so its pid names it alone.
+    pending.child = sys::process::pidfd_open(child.id()).map(|pidfd| (child.id(), pidfd));
+    ours.expect_greeting(pending);
+    Ok((child, Connection::from_socket(ours)))
 }
 
 /// In a child started by [`spawn`]: the connection to the parent, typed
 /// from this side (this end sends `Out`, the parent's `In`).
 ///
-/// Checks the parent's greeting before it returns. The parent's death reads
-/// as [`Error::Disconnected`] on this connection.
+/// Checks the parent's greeting before it returns, waiting for it up to
+/// 10 seconds (a parent queues it before the child starts; see
+/// [`parent_timeout`]). The parent's death reads as
+/// [`Error::Disconnected`] on this connection.
+///
+/// It takes [`CHANNEL_FD_ENV`] out of this process's environment, so that
+/// this process's own children, which do not inherit the socket, do not
+/// find a variable naming it. Like any change to the environment, that is
+/// for a process with no other thread reading the environment at the same
+/// time: call it first thing in `main`.
 ///
 /// # Errors
 ///
 /// [`Error::NotSpawned`] when this process was not started by [`spawn`]
 /// (or the connection was taken up already); [`Error::TypeMismatch`] when
-/// the parent was built for other message types.
+/// the parent was built for other message types;
+/// [`Error::GreetingTimeout`] when the socket it was given never greets.
 ///
 /// # Examples
 ///
@@ -87,6 +101,26 @@ pub fn spawn<Out: IpcMessage, In: IpcMessage>(
 /// }
 /// ```
 pub fn parent<Out: IpcMessage, In: IpcMessage>() -> Result<Connection<Out, In>> {
+    parent_timeout(GREETING_TIMEOUT)
+}
+
+/// As [`parent`], waiting at most `timeout` for the parent's greeting.
+///
+/// # Errors
+///
+/// As [`parent`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let got = ipc_core::process::parent_timeout::<u64, String>(Duration::from_secs(1));
+/// assert!(matches!(got, Err(ipc_core::Error::NotSpawned(_))));
+/// ```
+pub fn parent_timeout<Out: IpcMessage, In: IpcMessage>(
+    timeout: Duration,
+) -> Result<Connection<Out, In>> {
     let value = std::env::var(CHANNEL_FD_ENV)
         .map_err(|_| Error::NotSpawned(format!("{CHANNEL_FD_ENV} is not set")))?;
     let number: i32 = value.parse().map_err(|_| {
@@ -95,9 +129,13 @@ pub fn parent<Out: IpcMessage, In: IpcMessage>() -> Result<Connection<Out, In>> 
         ))
     })?;
     let fd = sys::process::take_inherited(number).map_err(Error::NotSpawned)?;
+    // Taken: a grandchild must not find it named.
+    std::env::remove_var(CHANNEL_FD_ENV);
     let socket = Socket::new(fd);
     let types = Types::of::<Out, In>();
     handshake::greet(&socket, &types)?;
-    handshake::expect(&socket, &types, Wait::Forever)?;
-    Ok(Connection::from_socket(socket))
+    match handshake::expect(&socket, &types, Wait::timeout(timeout)) {
+        Err(Error::Timeout) => Err(Error::GreetingTimeout { waited: timeout }),
+        result => result.map(|()| Connection::from_socket(socket)),
+    }
 }

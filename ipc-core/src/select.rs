@@ -1,14 +1,16 @@
 //! Waiting on many receivers at once, of any message types, with epoll.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use crate::error::{Error, Result};
-use crate::transport::poll_timeout;
+use crate::transport::{poll_timeout, Socket};
 
 /// The most events one wait collects; more ready sources show at the next.
 const EVENTS_MAX: usize = 1024;
@@ -16,10 +18,15 @@ const EVENTS_MAX: usize = 1024;
 /// A set of receivers (or connections, listeners, any descriptor) to wait
 /// on together, each under a token of the caller's choosing.
 ///
-/// A source is ready while a message is queued or its peer is gone, so the
-/// matching `try_recv` then returns a message or `Disconnected`, never
-/// `Empty` (unless another thread took the message first). The cost of a
-/// wait does not grow with the number of sources registered.
+/// A receiver or connection is reported ready only when its `try_recv`
+/// then returns a message or an error (`Disconnected` once its peer is
+/// gone), never `Empty`, unless another thread took the message first or
+/// the peer sent something that is no message (an empty datagram). What
+/// the protocol sends besides messages is dealt with inside `wait`: the
+/// greeting of a spawned child, say, which makes its socket readable
+/// before any message, is read and checked there. Any other descriptor is
+/// reported as epoll sees it. The cost of a wait does not grow with the
+/// number of sources registered.
 ///
 /// # Examples
 ///
@@ -44,7 +51,67 @@ pub struct Select {
     epoll: Epoll,
     events: Vec<EpollEvent>,
     ready: Vec<usize>,
-    registered: usize,
+    /// What is registered, by slot: epoll's data for a source is its slot.
+    slots: Vec<Option<Slot>>,
+    /// Slots free for reuse.
+    free: Vec<usize>,
+    /// The slot of each registered descriptor number.
+    by_fd: HashMap<RawFd, usize>,
+}
+
+/// One registered source.
+struct Slot {
+    token: usize,
+    /// The socket of a receiver or connection, which says whether it holds
+    /// a message; a weak handle, so that the set keeps no socket open.
+    socket: Option<Weak<Socket>>,
+}
+
+/// What a [`Select`] can wait on: a [`Receiver`](crate::Receiver), a
+/// [`Connection`](crate::Connection), a [`Listener`](crate::Listener), or
+/// any other descriptor as a `BorrowedFd` (`select.register(&file.as_fd(),
+/// token)`).
+pub trait Source: sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use std::os::fd::BorrowedFd;
+    use std::sync::Weak;
+
+    use crate::transport::Socket;
+
+    /// How a source is registered: its descriptor, and its socket where it
+    /// speaks this protocol.
+    #[derive(Debug)]
+    pub struct Entry<'a> {
+        pub(crate) fd: BorrowedFd<'a>,
+        pub(crate) socket: Option<Weak<Socket>>,
+    }
+
+    /// What makes a [`Source`](super::Source); implemented in this crate only.
+    pub trait Sealed {
+        /// How it is registered.
+        fn entry(&self) -> Entry<'_>;
+    }
+}
+
+impl Source for BorrowedFd<'_> {}
+impl sealed::Sealed for BorrowedFd<'_> {
+    fn entry(&self) -> sealed::Entry<'_> {
+        sealed::Entry {
+            fd: *self,
+            socket: None,
+        }
+    }
+}
+
+impl Source for std::os::fd::OwnedFd {}
+impl sealed::Sealed for std::os::fd::OwnedFd {
+    fn entry(&self) -> sealed::Entry<'_> {
+        sealed::Entry {
+            fd: self.as_fd(),
+            socket: None,
+        }
+    }
 }
 
 impl Select {
@@ -68,12 +135,15 @@ impl Select {
             epoll,
             events: Vec::new(),
             ready: Vec::new(),
-            registered: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_fd: HashMap::new(),
         })
     }
 
-    /// Adds `source` under `token`. The set does not own it: drop it, or
-    /// [`deregister`](Select::deregister) it, and it leaves the set.
+    /// Adds `source` under `token`. The set does not own it, nor keeps it
+    /// open: drop it, or [`deregister`](Select::deregister) it, and it
+    /// leaves the set.
     ///
     /// # Errors
     ///
@@ -88,13 +158,27 @@ impl Select {
     /// assert_eq!(select.len(), 1);
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
-    pub fn register(&mut self, source: &impl AsFd, token: usize) -> Result<()> {
-        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, token as u64);
-        self.epoll
-            .add(source.as_fd(), event)
-            .map_err(|e| Error::io("epoll_ctl(ADD)", e))?;
-        self.registered += 1;
-        let want = self.registered.min(EVENTS_MAX);
+    pub fn register<S: Source + ?Sized>(&mut self, source: &S, token: usize) -> Result<()> {
+        let sealed::Entry { fd, socket } = sealed::Sealed::entry(source);
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, slot as u64);
+        if let Err(e) = self.epoll.add(fd, event) {
+            if slot < self.slots.len() {
+                self.free.push(slot);
+            }
+            return Err(Error::io("epoll_ctl(ADD)", e));
+        }
+        if slot == self.slots.len() {
+            self.slots.push(None);
+        }
+        self.slots[slot] = Some(Slot { token, socket });
+        // A number still mapped is one whose source was dropped unregistered
+        // (epoll forgot it when it closed): its slot is free now.
+        if let Some(stale) = self.by_fd.insert(fd.as_raw_fd(), slot) {
+            self.slots[stale] = None;
+            self.free.push(stale);
+        }
+        let want = self.len().min(EVENTS_MAX);
         if self.events.len() < want {
             self.events.resize(want, EpollEvent::empty());
             self.ready.reserve(want);
@@ -118,23 +202,49 @@ impl Select {
     /// assert!(select.is_empty());
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
-    pub fn deregister(&mut self, source: &impl AsFd) -> Result<()> {
+    pub fn deregister<S: Source + ?Sized>(&mut self, source: &S) -> Result<()> {
+        let fd = sealed::Sealed::entry(source).fd;
         self.epoll
-            .delete(source.as_fd())
+            .delete(fd)
             .map_err(|e| Error::io("epoll_ctl(DEL)", e))?;
-        self.registered = self.registered.saturating_sub(1);
+        if let Some(slot) = self.by_fd.remove(&fd.as_raw_fd()) {
+            self.slots[slot] = None;
+            self.free.push(slot);
+        }
         Ok(())
     }
 
     /// How many sources are registered (counting those dropped without
-    /// being deregistered).
+    /// being deregistered, until their number is registered again).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = ipc_core::channel::<u8>()?;
+    /// let mut select = ipc_core::Select::new()?;
+    /// assert_eq!(select.len(), 0);
+    /// select.register(&rx, 3)?;
+    /// assert_eq!(select.len(), 1);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
-        self.registered
+        self.by_fd.len()
     }
 
     /// Whether no source is registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = ipc_core::channel::<u8>()?;
+    /// let mut select = ipc_core::Select::new()?;
+    /// assert!(select.is_empty());
+    /// select.register(&rx, 3)?;
+    /// assert!(!select.is_empty());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
-        self.registered == 0
+        self.by_fd.is_empty()
     }
 
     /// Waits until at least one source is ready, or `timeout` passes
@@ -161,23 +271,41 @@ impl Select {
             self.events.push(EpollEvent::empty());
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let count = loop {
-            let limit = match deadline {
-                Some(deadline) => poll_timeout(deadline.saturating_duration_since(Instant::now())),
-                None => EpollTimeout::NONE,
+        loop {
+            let count = loop {
+                let limit = match deadline {
+                    Some(deadline) => {
+                        poll_timeout(deadline.saturating_duration_since(Instant::now()))
+                    }
+                    None => EpollTimeout::NONE,
+                };
+                match self.epoll.wait(&mut self.events, limit) {
+                    Ok(0) if deadline.is_some() => return Err(Error::Timeout),
+                    Ok(0) => continue,
+                    Ok(n) => break n,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(Error::io("epoll_wait", e)),
+                }
             };
-            match self.epoll.wait(&mut self.events, limit) {
-                Ok(0) if deadline.is_some() => return Err(Error::Timeout),
-                Ok(0) => continue,
-                Ok(n) => break n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::io("epoll_wait", e)),
+            self.ready.clear();
+            for event in &self.events[..count] {
+                let Some(Some(slot)) = self.slots.get(event.data() as usize) else {
+                    continue;
+                };
+                let ready = match &slot.socket {
+                    None => true,
+                    // Dropped: its socket is gone from epoll too.
+                    Some(socket) => socket.upgrade().is_some_and(|s| s.has_message()),
+                };
+                if ready {
+                    self.ready.push(slot.token);
+                }
             }
-        };
-        self.ready.clear();
-        self.ready
-            .extend(self.events[..count].iter().map(|e| e.data() as usize));
-        Ok(&self.ready)
+            if !self.ready.is_empty() {
+                return Ok(&self.ready);
+            }
+            // Readable for what is no message: wait on.
+        }
     }
 }
 
@@ -185,7 +313,7 @@ impl fmt::Debug for Select {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Select")
             .field("epoll", &self.epoll.0)
-            .field("registered", &self.registered)
+            .field("registered", &self.len())
             .finish()
     }
 }

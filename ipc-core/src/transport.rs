@@ -19,10 +19,13 @@ use serde::Serialize;
 
 use crate::body;
 use crate::bounded;
+use crate::credentials::PeerCredentials;
 use crate::error::{Error, Result};
+use crate::handshake::Pending;
 use crate::limits::Limits;
 use crate::pool::{self, Claim, Pool};
 use crate::sidecar::{self, Failure};
+use crate::sys::mmap::ReadMap;
 use crate::sys::socket::{self, Received, MAX_FDS};
 use crate::wire::{Body, Header, DATAGRAM_MAX, HEADER_LEN};
 
@@ -55,26 +58,105 @@ pub(crate) struct Socket {
     /// Bytes of sealed bodies this process sent since it last saw every
     /// datagram it sent read (see [`may_send_sealed`]).
     sealed_in_flight: AtomicUsize,
+    /// What is known of the process at the other end.
+    peer: Peer,
 }
+
+/// What is known of the process at the other end of a socket.
+#[derive(Debug)]
+pub(crate) enum Peer {
+    /// The kernel's record (`SO_PEERCRED`) names it: the socket was
+    /// connected through a listener, or adopted by a caller who knows.
+    Recorded,
+    /// The parent's end of a spawned child: the kernel recorded the parent
+    /// itself, so the child's greeting tells, with the credentials the
+    /// kernel attached to it.
+    Greeting(Pending),
+    /// Nothing a check could rely on, and why.
+    Unknown(&'static str),
+}
+
+/// Why the peer of a pair made in this process is unknown.
+const PAIRED: &str = "the connection was made by Connection::pair in this process, and the kernel \
+     records whoever made a pair, not who holds its other end now; check the peer of the \
+     connection the other end traveled over instead";
+
+/// Why the peer of an end that came inside a message is unknown.
+const RECEIVED: &str = "the connection came inside a message, and the kernel records whoever \
+     made it, not who holds its other end now; check the peer of the connection it came over \
+     instead";
 
 impl Socket {
     /// Adopts `fd`, which the caller promises is a connected seqpacket socket
-    /// whose peer speaks this protocol.
+    /// whose peer speaks this protocol, and whose peer the kernel's record
+    /// names (it was connected, not made by `socketpair` elsewhere).
     pub(crate) fn new(fd: OwnedFd) -> Self {
+        Socket::with_peer(fd, Peer::Recorded)
+    }
+
+    /// A channel end that came inside a message.
+    pub(crate) fn received(fd: OwnedFd) -> Self {
+        Socket::with_peer(fd, Peer::Unknown(RECEIVED))
+    }
+
+    fn with_peer(fd: OwnedFd, peer: Peer) -> Self {
         Socket {
             fd,
             pool: Pool::default(),
             sealed_in_flight: AtomicUsize::new(0),
+            peer,
         }
     }
 
     pub(crate) fn pair() -> Result<(Socket, Socket)> {
         let (a, b) = socket::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
-        Ok((Socket::new(a), Socket::new(b)))
+        Ok((
+            Socket::with_peer(a, Peer::Unknown(PAIRED)),
+            Socket::with_peer(b, Peer::Unknown(PAIRED)),
+        ))
+    }
+
+    /// Makes the first receive read and check the peer's greeting, which
+    /// also tells who the peer is.
+    pub(crate) fn expect_greeting(&mut self, pending: Pending) {
+        self.peer = Peer::Greeting(pending);
     }
 
     pub(crate) fn into_fd(self) -> OwnedFd {
         self.fd
+    }
+
+    /// Reads and checks the peer's greeting if it is still to come before
+    /// the first message, within `wait`.
+    #[inline]
+    pub(crate) fn settle(&self, wait: Wait) -> Result<()> {
+        match &self.peer {
+            Peer::Greeting(pending) => pending.settle(self, wait),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a receive now would give a message or an error, for a
+    /// `Select` that saw the socket readable: what the protocol sends
+    /// besides messages (a spawned child's greeting) is read first.
+    pub(crate) fn has_message(&self) -> bool {
+        match &self.peer {
+            Peer::Greeting(pending) => match pending.settle(self, Wait::Never) {
+                Ok(()) => socket::readable_now(self.as_fd()),
+                Err(Error::Empty) => false,
+                Err(_) => true,
+            },
+            _ => true,
+        }
+    }
+
+    /// Who is at the other end, as far as it can be known.
+    pub(crate) fn peer_credentials(&self) -> Result<PeerCredentials> {
+        match &self.peer {
+            Peer::Recorded => PeerCredentials::of(self.as_fd()),
+            Peer::Greeting(pending) => pending.credentials(self),
+            Peer::Unknown(why) => Err(Error::UnknownPeer(why)),
+        }
     }
 
     /// Encodes `message` and sends it as one datagram. With `dontwait`, a
@@ -89,8 +171,34 @@ impl Socket {
     #[inline]
     pub(crate) fn recv<T: DeserializeOwned>(&self, limits: &Limits, wait: Wait) -> Result<T> {
         with_buffer(&INBOX, Inbox::new, |inbox| {
-            inbox.recv(self.fd.as_fd(), limits, wait)
+            inbox.recv(self.fd.as_fd(), limits, wait, None, false)
         })
+        .and_then(Arrival::decoded)
+    }
+
+    /// Receives a message if one is queued; a body over 1 MiB comes back
+    /// undecoded, for the caller to decode where it may take its time.
+    pub(crate) fn try_recv_deferring<T: DeserializeOwned>(
+        &self,
+        limits: &Limits,
+    ) -> Result<Arrival<T>> {
+        with_buffer(&INBOX, Inbox::new, |inbox| {
+            inbox.recv(self.fd.as_fd(), limits, Wait::Never, None, true)
+        })
+    }
+
+    /// Receives as [`recv`](Socket::recv) does, and what the kernel
+    /// attached about the sender (when this socket asked for it).
+    pub(crate) fn recv_from<T: DeserializeOwned>(
+        &self,
+        limits: &Limits,
+        wait: Wait,
+        sender: &mut socket::Sender,
+    ) -> Result<T> {
+        with_buffer(&INBOX, Inbox::new, |inbox| {
+            inbox.recv(self.fd.as_fd(), limits, wait, Some(sender), false)
+        })
+        .and_then(Arrival::decoded)
     }
 }
 
@@ -420,12 +528,14 @@ impl Inbox {
         socket: BorrowedFd<'_>,
         limits: &Limits,
         wait: Wait,
-    ) -> Result<T> {
+        mut sender: Option<&mut socket::Sender>,
+        defer: bool,
+    ) -> Result<Arrival<T>> {
         // Room for the body's memfd besides the message's own descriptors.
         let room = limits.max_descriptors().saturating_add(1).min(MAX_FDS);
         loop {
             self.fds.clear();
-            let received = self.receive(socket, room, wait)?;
+            let received = self.receive(socket, room, wait, sender.as_deref_mut())?;
             if received.is_empty() && self.fds.is_empty() {
                 // Not a message: the end of the stream, or an empty
                 // datagram a peer sent, which must neither end the channel
@@ -435,7 +545,7 @@ impl Inbox {
                 }
                 continue;
             }
-            let result = self.decode(received, limits);
+            let result = self.decode(received, limits, defer);
             // Whatever the decode did not take is closed, on every path.
             self.fds.clear();
             return result;
@@ -443,7 +553,13 @@ impl Inbox {
     }
 
     #[inline]
-    fn receive(&mut self, socket: BorrowedFd<'_>, room: usize, wait: Wait) -> Result<Received> {
+    fn receive(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        room: usize,
+        wait: Wait,
+        mut sender: Option<&mut socket::Sender>,
+    ) -> Result<Received> {
         loop {
             let dontwait = match wait {
                 Wait::Forever => false,
@@ -456,7 +572,15 @@ impl Inbox {
                     true
                 }
             };
-            match socket::recv(socket, &mut self.datagram, room, &mut self.fds, dontwait) {
+            let sender = sender.as_deref_mut();
+            match socket::recv(
+                socket,
+                &mut self.datagram,
+                room,
+                &mut self.fds,
+                dontwait,
+                sender,
+            ) {
                 Ok(received) => return Ok(received),
                 Err(Errno::EAGAIN) => match wait {
                     Wait::Never => return Err(Error::Empty),
@@ -474,7 +598,15 @@ impl Inbox {
 
     /// Decodes the datagram in the buffer with the descriptors in `fds`.
     #[inline]
-    fn decode<T: DeserializeOwned>(&mut self, received: Received, limits: &Limits) -> Result<T> {
+    /// With `defer`, a body over [`body::COPY_MAX`] is not decoded here but
+    /// handed back with its descriptors, to be decoded where a decode may
+    /// take its time.
+    fn decode<T: DeserializeOwned>(
+        &mut self,
+        received: Received,
+        limits: &Limits,
+        defer: bool,
+    ) -> Result<Arrival<T>> {
         let datagram = &self.datagram[..received.len];
         let header = Header::parse(datagram);
         // A pooled body's memfd goes back to its sender on every path from
@@ -505,7 +637,7 @@ impl Inbox {
                     return Err(refused::body_len(header.body_len, body.len()));
                 }
                 check_own_count(self.fds.len(), limits)?;
-                decode_body(body, &mut self.fds, &mut self.slots, limits)
+                decode_body(body, &mut self.fds, &mut self.slots, limits).map(Arrival::Message)
             }
             Body::OutOfLine => {
                 check_out_of_line(datagram.len())?;
@@ -519,13 +651,17 @@ impl Inbox {
                 if len <= body::COPY_MAX {
                     let spill = spill(&mut self.spill, len);
                     body::read_copied(&memfd, 0, spill)?;
-                    decode_body(spill, &mut self.fds, &mut self.slots, limits)
+                    decode_body(spill, &mut self.fds, &mut self.slots, limits).map(Arrival::Message)
                 } else {
                     // Read from a mapping: every page must be there, or
                     // reading a hole would make this process pay for it.
                     body::check_allocated(&memfd, len)?;
                     let map = body::map(&memfd, len)?;
+                    if defer {
+                        return Ok(self.defer(Held::Mapped(map), limits));
+                    }
                     decode_body(map.bytes(), &mut self.fds, &mut self.slots, limits)
+                        .map(Arrival::Message)
                 }
             }
             Body::Pooled => {
@@ -539,14 +675,80 @@ impl Inbox {
                 }
                 check_own_count(self.fds.len(), limits)?;
                 let len = lent.check(header.body_len)?;
+                if defer && len > body::COPY_MAX {
+                    let mut copy = vec![0; len];
+                    let copied = lent.read(&mut copy);
+                    drop(lent);
+                    return copied.map(|()| self.defer(Held::Owned(copy), limits));
+                }
                 let copied = lent.read(spill(&mut self.spill, len));
                 drop(lent);
                 // The spill stays within `POOL_BODY_MAX`, checked above.
                 copied.and_then(|()| {
                     decode_body(&self.spill[..len], &mut self.fds, &mut self.slots, limits)
+                        .map(Arrival::Message)
                 })
             }
         }
+    }
+}
+
+impl Inbox {
+    /// A large body to decode elsewhere, with the message's descriptors.
+    fn defer<T>(&mut self, body: Held, limits: &Limits) -> Arrival<T> {
+        Arrival::Large(LargeBody {
+            body,
+            fds: self.fds.drain(..).collect(),
+            limits: *limits,
+        })
+    }
+}
+
+/// What a receive gives: a message, or (when the caller asked for it) a
+/// large body still to be decoded.
+#[derive(Debug)]
+pub(crate) enum Arrival<T> {
+    Message(T),
+    Large(LargeBody),
+}
+
+impl<T: DeserializeOwned> Arrival<T> {
+    /// The message, decoding a large body here.
+    #[inline]
+    pub(crate) fn decoded(self) -> Result<T> {
+        match self {
+            Arrival::Message(message) => Ok(message),
+            Arrival::Large(body) => body.decode(),
+        }
+    }
+}
+
+/// A received body over 1 MiB and the message's descriptors, owned, so
+/// that an async receiver can decode it on a thread that may take its time
+/// rather than on a runtime's thread.
+#[derive(Debug)]
+pub(crate) struct LargeBody {
+    body: Held,
+    fds: Vec<OwnedFd>,
+    limits: Limits,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// A sealed body, mapped read-only.
+    Mapped(ReadMap),
+    /// A pooled body, copied out.
+    Owned(Vec<u8>),
+}
+
+impl LargeBody {
+    /// Decodes the message; every descriptor it does not hold is closed.
+    pub(crate) fn decode<T: DeserializeOwned>(mut self) -> Result<T> {
+        let bytes = match &self.body {
+            Held::Mapped(map) => map.bytes(),
+            Held::Owned(copy) => copy,
+        };
+        decode_body(bytes, &mut self.fds, &mut Vec::new(), &self.limits)
     }
 }
 
@@ -722,7 +924,9 @@ pub(crate) fn decode_datagram<T: DeserializeOwned>(
     let result = if received.is_empty() && inbox.fds.is_empty() {
         Err(Error::Decode("an empty datagram is not a message".into()))
     } else {
-        inbox.decode(received, limits)
+        inbox
+            .decode(received, limits, false)
+            .and_then(Arrival::decoded)
     };
     inbox.fds.clear();
     result

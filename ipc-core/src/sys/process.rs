@@ -70,3 +70,19 @@ pub(crate) fn take_inherited(fd: RawFd) -> Result<OwnedFd, String> {
     unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(owned)
 }
+
+/// A pidfd of process `pid`, or `None` where the kernel has no
+/// `pidfd_open` (before Linux 5.3). It names the process that has `pid`
+/// now: race-free only for a child not yet reaped, whose pid cannot be
+/// reused.
+pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // close-on-exec descriptor or -1; it reads no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just installed `fd` in our table for this call;
+    // nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

@@ -22,14 +22,12 @@ impl AsRawFd for Registration {
 /// # Panics
 ///
 /// Outside a tokio runtime, as tokio's own registrations do.
-pub(crate) fn register(fd: BorrowedFd<'_>) -> AsyncFd<Registration> {
+pub(crate) fn register(fd: BorrowedFd<'_>) -> std::io::Result<AsyncFd<Registration>> {
     let interest = Interest::READABLE | Interest::WRITABLE;
     // SAFETY: `fd` is open now, and its owner (the blocking value beside the
     // registration, see `Registration`) keeps it open and never replaces it
     // until the registration has been dropped, so the number names the same
     // open file description for the AsyncFd's whole life.
-    match unsafe { AsyncFd::register_with_interest(Registration(fd.as_raw_fd()), interest) } {
-        Ok(io) => io,
-        Err(e) => panic!("cannot register with the tokio reactor (is a runtime running?): {e}"),
-    }
+    unsafe { AsyncFd::register_with_interest(Registration(fd.as_raw_fd()), interest) }
+        .map_err(std::io::Error::from)
 }

@@ -166,6 +166,15 @@ pub(crate) struct Received {
     pub control_truncated: bool,
 }
 
+/// Who sent a datagram, as the kernel attached it: `SCM_CREDENTIALS` when
+/// the receiving socket has `SO_PASSCRED`, `SCM_PIDFD` with `SO_PASSPIDFD`.
+/// Both are taken when the datagram is sent, from the sending process.
+#[derive(Debug, Default)]
+pub(crate) struct Sender {
+    pub credentials: Option<libc::ucred>,
+    pub pidfd: Option<OwnedFd>,
+}
+
 impl Received {
     /// Nothing came: no byte, and nothing cut short.
     pub fn is_empty(&self) -> bool {
@@ -191,6 +200,7 @@ pub(crate) fn recv(
     max_fds: usize,
     fds: &mut Vec<OwnedFd>,
     dontwait: bool,
+    mut sender: Option<&mut Sender>,
 ) -> Result<Received, Errno> {
     let max_fds = max_fds.min(MAX_FDS);
     let mut iov = libc::iovec {
@@ -251,8 +261,20 @@ pub(crate) fn recv(
                     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
                     if kind == libc::SCM_RIGHTS {
                         fds.push(owned);
+                    } else if let Some(sender) = sender.as_deref_mut() {
+                        sender.pidfd = Some(owned);
                     }
-                    // A pidfd the peer's socket option asked for: closed here.
+                    // Otherwise a pidfd nobody asked for: closed here.
+                }
+            }
+            let is_credentials = level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS;
+            if is_credentials && cmsg_len >= cmsg_len_zero() + size_of::<libc::ucred>() {
+                if let Some(sender) = sender.as_deref_mut() {
+                    // SAFETY: the payload holds a whole ucred (`cmsg_len`
+                    // covers it, checked above); it may be unaligned.
+                    let ucred =
+                        unsafe { ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::ucred>()) };
+                    sender.credentials = Some(ucred);
                 }
             }
             // SAFETY: `header` describes the control buffer and `cmsg` is one
@@ -293,6 +315,19 @@ pub(crate) fn finished(socket: BorrowedFd<'_>) -> bool {
     shut && queued_bytes(socket) == Ok(0)
 }
 
+/// Whether `socket` is readable now: a datagram is queued, or the peer
+/// is gone.
+pub(crate) fn readable_now(socket: BorrowedFd<'_>) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `fd` is one valid pollfd, writable for the call; a zero
+    // timeout never blocks.
+    unsafe { libc::poll(&mut fd, 1, 0) == 1 }
+}
+
 /// Bytes queued for reading (`SIOCINQ`): on a seqpacket socket, those of
 /// every queued datagram, so an empty datagram adds nothing.
 pub(crate) fn queued_bytes(socket: BorrowedFd<'_>) -> Result<usize, Errno> {
@@ -305,6 +340,83 @@ pub(crate) fn queued_bytes(socket: BorrowedFd<'_>) -> Result<usize, Errno> {
     } else {
         Err(Errno::last())
     }
+}
+
+/// Sets an integer socket option.
+fn set_int_option(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> Result<(), Errno> {
+    // SAFETY: `value` is a valid int for the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// `SO_PASSPIDFD` (Linux 6.5).
+const SO_PASSPIDFD: libc::c_int = 76;
+
+/// Asks the kernel to attach the sender's credentials (and, where it can,
+/// a pidfd of the sender) to every datagram `socket` receives, or stops.
+/// A kernel without `SO_PASSPIDFD` attaches credentials alone.
+pub(crate) fn pass_sender(socket: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_PASSCRED, on.into())?;
+    match set_int_option(socket, libc::SOL_SOCKET, SO_PASSPIDFD, on.into()) {
+        Ok(()) | Err(Errno::ENOPROTOOPT | Errno::EINVAL) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Bounds how long a blocking send or `connect` on `socket` waits
+/// (`SO_SNDTIMEO`; zero: no bound). A `connect` to a listener whose backlog
+/// is full waits for room; past the bound it fails with `EAGAIN`.
+pub(crate) fn set_send_timeout(
+    socket: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> Result<(), Errno> {
+    let value = libc::timeval {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `value` is a valid timeval for the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&value as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Clears `O_NONBLOCK` on a socket this process alone holds.
+pub(crate) fn set_blocking(socket: BorrowedFd<'_>) -> Result<(), Errno> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(socket, FcntlArg::F_GETFL)?);
+    fcntl(
+        socket,
+        FcntlArg::F_SETFL(flags.difference(OFlag::O_NONBLOCK)),
+    )
+    .map(drop)
 }
 
 /// Reads an integer socket option.
