@@ -459,3 +459,52 @@ fn a_large_body_is_decoded_off_the_runtime_thread() {
     child.join();
     assert_eq!(fd_count(), before);
 }
+
+/// The rest of the async surface, against a process: `try_recv` never
+/// waits, `closed` resolves when the receiving process is gone, and the
+/// `Sink` impl sends what it is given, in order.
+#[test]
+fn try_recv_closed_and_the_sink_work_across_processes() {
+    use futures_sink::Sink;
+
+    let _serial = serial();
+    let before = fd_count();
+    let (tx, rx) = channel::<u32>().unwrap();
+    let (back_tx, back_rx) = channel::<u32>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&tx);
+        close_in_child(&back_rx);
+        // Echo five numbers back, then leave: the parent's sender to this
+        // process closes with it.
+        for _ in 0..5 {
+            back_tx.send(rx.recv().unwrap() * 10).unwrap();
+        }
+    });
+    drop((rx, back_tx));
+    runtime().block_on(async {
+        let mut tx = AsyncSender::new(tx).unwrap();
+        let back = AsyncReceiver::new(back_rx).unwrap();
+        assert!(matches!(back.try_recv().await, Err(Error::Empty)));
+        for n in 1..=5 {
+            poll_fn(|cx| Pin::new(&mut tx).poll_ready(cx))
+                .await
+                .unwrap();
+            Pin::new(&mut tx).start_send(n).unwrap();
+        }
+        poll_fn(|cx| Pin::new(&mut tx).poll_flush(cx))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            got.push(back.recv().await.unwrap());
+        }
+        assert_eq!(got, [10, 20, 30, 40, 50]);
+        tokio::time::timeout(Duration::from_secs(10), tx.closed())
+            .await
+            .expect("closed() resolves once the receiving process is gone");
+        let failed = tx.send(6).await.unwrap_err();
+        assert!(matches!(failed.error(), Error::Disconnected));
+    });
+    child.join();
+    assert_eq!(fd_count(), before);
+}

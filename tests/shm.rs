@@ -177,20 +177,36 @@ fn no_descriptor_or_mapping_leaks_over_many_regions() {
 }
 
 #[test]
-fn sealing_while_another_handle_maps_it_writable_says_why() {
+fn sealing_while_another_process_maps_it_writable_hands_the_region_back() {
     let _serial = serial();
-    let region = SharedMemory::new(4096).unwrap();
-    let other = region.try_clone().unwrap();
-    match region.seal() {
-        Err(Error::Io { op, source }) => {
-            assert_eq!(op, "fcntl(F_ADD_SEALS)");
-            assert_eq!(source.raw_os_error(), Some(Errno::EBUSY as i32));
-        }
-        other => panic!("expected EBUSY, got {other:?}"),
+    let mut region = SharedMemory::new(4096).unwrap();
+    region[..5].copy_from_slice(b"hello");
+    let (tx, rx) = ipc_core::channel::<SharedMemory>().unwrap();
+    let (done, wait) = std::os::unix::net::UnixStream::pair().unwrap();
+    tx.send(region.try_clone().unwrap()).unwrap();
+    let child = fork_child(|| {
+        // Holds a writable mapping of the region until told to go.
+        let mine = rx.recv().unwrap();
+        assert_eq!(&mine[..5], b"hello");
+        std::io::Write::write_all(&mut &wait, b"m").unwrap();
+        let mut byte = [0];
+        let _ = std::io::Read::read(&mut &wait, &mut byte);
+    });
+    drop(rx);
+    // Once the child has it mapped.
+    std::io::Read::read_exact(&mut &done, &mut [0]).unwrap();
+    let failed = region.seal().unwrap_err();
+    match failed.error() {
+        Error::Busy(why) => assert!(why.contains("drop every other handle"), "{why}"),
+        other => panic!("expected Busy, got {other:?}"),
     }
-    // With the other handle gone, a fresh region seals.
-    drop(other);
-    assert!(SharedMemory::new(4096).unwrap().seal().is_ok());
+    let mut region = failed.into_inner().expect("the region comes back");
+    assert_eq!(&region[..5], b"hello", "the bytes are kept");
+    region[0] = b'j';
+    std::io::Write::write_all(&mut &done, b"x").unwrap();
+    child.join();
+    let sealed = region.seal().unwrap();
+    assert_eq!(&sealed[..5], b"jello");
 }
 
 #[test]

@@ -13,8 +13,8 @@ mod sealed {
 /// between processes: every bit pattern is a valid value and its operations
 /// are lock-free, so they work across address spaces.
 ///
-/// `AtomicBool` is not one: a peer could store a byte that is neither 0 nor
-/// 1. Sealed: the list is closed.
+/// `AtomicBool` is not one: a peer could store a byte that is neither zero
+/// nor one. The trait is sealed: no type outside this crate implements it.
 ///
 /// # Examples
 ///

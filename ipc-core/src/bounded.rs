@@ -15,6 +15,7 @@
 //! The body is read through a postcard flavor over a `Cell`, which the
 //! wrapper reads too: that is how it sees whether an element took bytes.
 
+use std::any::{Any, TypeId};
 use std::cell::Cell;
 use std::fmt;
 
@@ -22,13 +23,64 @@ use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess,
     VariantAccess, Visitor,
 };
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::limits::Limits;
 
 /// Decodes `body` as a `T`, exactly (no trailing bytes), within `limits`.
 /// The error says what was wrong, for `Error::Decode`.
+///
+/// A message that is a byte buffer (`Vec<u8>`) is read as one byte string,
+/// a copy, where serde's `Vec<u8>` reads a byte at a time: postcard writes
+/// both the same way (a length, then the bytes).
 #[inline]
-pub(crate) fn from_bytes<T: DeserializeOwned>(body: &[u8], limits: &Limits) -> Result<T, String> {
+pub(crate) fn from_bytes<T: DeserializeOwned + 'static>(
+    body: &[u8],
+    limits: &Limits,
+) -> Result<T, String> {
+    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        let ByteBuf(bytes) = decode::<ByteBuf>(body, limits)?;
+        let mut message: Option<T> = None;
+        if let Some(slot) = (&mut message as &mut dyn Any).downcast_mut::<Option<Vec<u8>>>() {
+            *slot = Some(bytes);
+        }
+        return message.ok_or_else(|| unreachable!("T is Vec<u8>, checked above"));
+    }
+    decode(body, limits)
+}
+
+/// A byte string to send: what a `Vec<u8>` message is sent as.
+pub(crate) struct ByteString<'a>(pub &'a [u8]);
+
+impl Serialize for ByteString<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// A byte string received: what a `Vec<u8>` message is read as.
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes).map(ByteBuf)
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8], limits: &Limits) -> Result<T, String> {
     let state = State {
         rest: Cell::new(body),
         zero_sized_left: Cell::new(limits.max_zero_sized()),

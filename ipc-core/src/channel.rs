@@ -46,6 +46,26 @@ pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
 /// `Clone`, `Send` and `Sync`: clones share one socket, and every clone, in
 /// this process or another one it was sent to, must be dropped before the
 /// receiver sees [`Error::Disconnected`](crate::Error::Disconnected).
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = ipc_core::channel::<u32>()?;
+/// let workers: Vec<_> = (0..4)
+///     .map(|i| {
+///         let tx = tx.clone();
+///         std::thread::spawn(move || tx.send(i).unwrap())
+///     })
+///     .collect();
+/// drop(tx);
+/// for w in workers {
+///     w.join().unwrap();
+/// }
+/// let mut got: Vec<u32> = rx.iter().collect::<Result<_, _>>()?;
+/// got.sort();
+/// assert_eq!(got, [0, 1, 2, 3]);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
 pub struct Sender<T> {
     socket: Arc<Socket>,
     _message: PhantomData<fn(T)>,
@@ -60,7 +80,7 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T: Serialize> Sender<T> {
+impl<T: Serialize + 'static> Sender<T> {
     /// Sends a message, waiting while the socket buffer is full.
     ///
     /// A body over 64 KiB travels in a memfd of this socket's pool (up to 4
@@ -99,7 +119,77 @@ impl<T: Serialize> Sender<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&self, message: T) -> Result<(), SendError<T>> {
-        match self.socket.send(&message, false) {
+        self.send_waiting(message, Wait::Forever)
+    }
+
+    /// Sends a message the caller keeps: its descriptors are duplicated into
+    /// the receiver as the datagram is queued, and the caller's stay open.
+    /// So one message goes to several receivers without a clone of it (a
+    /// large buffer, say, fanned out to two consumers). Waits as
+    /// [`send`](Sender::send) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Sender::send); the message was never given up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{channel, Fd};
+    /// use std::fs::File;
+    ///
+    /// let (to_a, from_a) = channel::<(Vec<u8>, Fd<File>)>()?;
+    /// let (to_b, from_b) = channel::<(Vec<u8>, Fd<File>)>()?;
+    /// let message = (vec![7; 1 << 20], Fd::new(File::open("/dev/null")?));
+    /// to_a.send_ref(&message)?;
+    /// to_b.send_ref(&message)?;
+    /// assert_eq!(from_a.recv()?.0, message.0);
+    /// assert_eq!(from_b.recv()?.0, message.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_ref(&self, message: &T) -> Result<()> {
+        self.socket.send(message, Wait::Forever)
+    }
+
+    /// Sends a message, waiting at most `timeout` for room (in the socket
+    /// buffer, or for the receiver to take earlier large bodies).
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`](crate::Error::Timeout) when the receiver made no room in
+    /// time, and everything [`send`](Sender::send) returns. The message
+    /// comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Error;
+    /// use std::time::Duration;
+    ///
+    /// let (tx, _rx) = ipc_core::channel::<Vec<u8>>()?;
+    /// // Nobody reads: the socket buffer fills, then a send gives up.
+    /// let full = loop {
+    ///     if let Err(e) = tx.send_timeout(vec![0; 60_000], Duration::from_millis(20)) {
+    ///         break e;
+    ///     }
+    /// };
+    /// assert!(matches!(full.error(), Error::Timeout));
+    /// assert_eq!(full.into_inner().len(), 60_000);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn send_timeout(&self, message: T, timeout: Duration) -> Result<(), SendError<T>> {
+        self.send_waiting(message, Wait::timeout(timeout))
+    }
+
+    /// [`send_ref`](Sender::send_ref) without waiting: `Error::Full` when
+    /// there is no room.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn try_send_ref(&self, message: &T) -> Result<()> {
+        self.socket.send(message, Wait::Never)
+    }
+
+    fn send_waiting(&self, message: T, wait: Wait) -> Result<(), SendError<T>> {
+        match self.socket.send(&message, wait) {
             Ok(()) => Ok(()),
             Err(error) => Err(SendError::new(message, error)),
         }
@@ -136,10 +226,7 @@ impl<T: Serialize> Sender<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn try_send(&self, message: T) -> Result<(), SendError<T>> {
-        match self.socket.send(&message, true) {
-            Ok(()) => Ok(()),
-            Err(error) => Err(SendError::new(message, error)),
-        }
+        self.send_waiting(message, Wait::Never)
     }
 }
 
@@ -201,6 +288,21 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 /// `Send` and `Sync`: threads may receive from one `Receiver` at once, each
 /// message going to one of them. Not `Clone`: send it to another process
 /// inside a message to hand it over.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::{channel, Receiver};
+///
+/// // A receiver travels inside a message, to be read elsewhere.
+/// let (handover, arrivals) = channel::<Receiver<String>>()?;
+/// let (tx, rx) = channel::<String>()?;
+/// handover.send(rx)?;
+/// let rx = arrivals.recv()?;
+/// tx.send("through the new owner".into())?;
+/// assert_eq!(rx.recv()?, "through the new owner");
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
 pub struct Receiver<T> {
     socket: Arc<Socket>,
     limits: Limits,
@@ -222,7 +324,7 @@ impl<T> Receiver<T> {
 
     fn receive(&self, wait: Wait) -> Result<T>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
     {
         self.socket.settle(wait)?;
         self.socket.recv(&self.limits, wait)
@@ -233,7 +335,7 @@ impl<T> Receiver<T> {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn try_recv_deferring(&self) -> Result<crate::transport::Arrival<T>>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
     {
         self.socket.settle(Wait::Never)?;
         self.socket.try_recv_deferring(&self.limits)
@@ -267,7 +369,7 @@ impl<T> Receiver<T> {
     }
 }
 
-impl<T: DeserializeOwned> Receiver<T> {
+impl<T: DeserializeOwned + 'static> Receiver<T> {
     /// Waits for the next message.
     ///
     /// # Errors
@@ -361,11 +463,23 @@ impl<T: DeserializeOwned> Receiver<T> {
 }
 
 /// Messages of a [`Receiver`] until it is disconnected; see [`Receiver::iter`].
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = ipc_core::channel::<u8>()?;
+/// tx.send(1)?;
+/// drop(tx);
+/// let mut iter = rx.iter();
+/// assert_eq!(iter.next().transpose()?, Some(1));
+/// assert!(iter.next().is_none());
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
 pub struct Iter<'a, T> {
     receiver: &'a Receiver<T>,
 }
 
-impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
+impl<T: DeserializeOwned + 'static> Iterator for Iter<'_, T> {
     type Item = Result<T>;
 
     fn next(&mut self) -> Option<Result<T>> {

@@ -155,7 +155,7 @@ impl<Out, In> Connection<Out, In> {
     }
 }
 
-impl<Out: Serialize, In> Connection<Out, In> {
+impl<Out: Serialize + 'static, In> Connection<Out, In> {
     /// Sends a message, waiting while the socket buffer is full; see
     /// [`Sender::send`].
     ///
@@ -190,9 +190,51 @@ impl<Out: Serialize, In> Connection<Out, In> {
     pub fn try_send(&self, message: Out) -> Result<(), SendError<Out>> {
         self.sender.try_send(message)
     }
+
+    /// Sends a message the caller keeps; see [`Sender::send_ref`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<Vec<u8>, ()>::pair()?;
+    /// let block = vec![1; 4096];
+    /// a.send_ref(&block)?;
+    /// a.send_ref(&block)?;
+    /// assert_eq!(b.recv()?, block);
+    /// assert_eq!(b.recv()?, block);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn send_ref(&self, message: &Out) -> Result<()> {
+        self.sender.send_ref(message)
+    }
+
+    /// Sends a message, waiting at most `timeout` for room; see
+    /// [`Sender::send_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send_timeout`]; the message comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = ipc_core::Connection::<u8, ()>::pair()?;
+    /// a.send_timeout(1, Duration::from_millis(10))?;
+    /// assert_eq!(b.recv()?, 1);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn send_timeout(&self, message: Out, timeout: Duration) -> Result<(), SendError<Out>> {
+        self.sender.send_timeout(message, timeout)
+    }
 }
 
-impl<Out, In: DeserializeOwned> Connection<Out, In> {
+impl<Out, In: DeserializeOwned + 'static> Connection<Out, In> {
     /// Waits for the next message; see [`Receiver::recv`].
     ///
     /// # Errors

@@ -31,8 +31,9 @@ pub enum Error {
     #[error("the peer closed the channel; no further messages can be exchanged, so stop using it")]
     Disconnected,
 
-    /// Nothing arrived within the time given to `recv_timeout`.
-    #[error("no message arrived before the timeout; try again or give up on the peer")]
+    /// Nothing arrived within the time given to `recv_timeout`, or the
+    /// receiver made no room within the time given to `send_timeout`.
+    #[error("the peer did not keep up before the timeout (no message arrived, or no room was made for one); try again or give up on the peer")]
     Timeout,
 
     /// `try_recv` found no message waiting.
@@ -45,8 +46,10 @@ pub enum Error {
     )]
     Full,
 
-    /// A system call failed.
-    #[error("{op} failed: {source}")]
+    /// A system call failed. The message adds what to do where the cause
+    /// is a common one (an address in use or with nothing behind it, a
+    /// permission, the descriptor limit).
+    #[error("{op} failed: {source}{}", advice(.op, .source))]
     Io {
         /// The step that failed (`"sendmsg"`, `"recvmsg"`, `"socketpair"`, ...).
         op: &'static str,
@@ -86,6 +89,11 @@ pub enum Error {
     /// descriptor that came with the message has been closed.
     #[error("bad descriptor in message: {0}")]
     Descriptor(String),
+
+    /// The resource is in use elsewhere: a region mapped writable by
+    /// another handle cannot be sealed. The message says what to release.
+    #[error("{0}")]
+    Busy(String),
 
     /// A shared memory region cannot be seen as a slice of the type asked
     /// for: its length is not a whole number of them.
@@ -129,7 +137,73 @@ impl Error {
     }
 }
 
+/// What to do about a failed call, where the cause is a common one.
+fn advice(op: &str, source: &io::Error) -> &'static str {
+    use nix::libc;
+    match (op, source.raw_os_error()) {
+        ("bind", Some(libc::EADDRINUSE)) => {
+            "; a live process listens at this address (or a file that is not a socket is there): \
+             stop it, or bind another address"
+        }
+        ("connect", Some(libc::ECONNREFUSED)) => {
+            "; nothing listens at this address any more (a socket file was left behind): start \
+             the listener, then connect again"
+        }
+        ("connect", Some(libc::ENOENT)) => {
+            "; nothing listens at this address: start the listener first, or check the path \
+             (an address starting with @ is an abstract name)"
+        }
+        (_, Some(libc::EACCES | libc::EPERM)) => {
+            "; this process may not do that: check the permissions of the socket file and of \
+             its directory, or the process's own privileges"
+        }
+        (_, Some(libc::EMFILE)) => {
+            "; this process is out of descriptors: raise RLIMIT_NOFILE (ulimit -n) or close \
+             some"
+        }
+        (_, Some(libc::ENFILE)) => {
+            "; the system is out of open files: close some, or raise fs.file-max"
+        }
+        (_, Some(libc::ENOMEM | libc::ENOBUFS)) => {
+            "; the system is out of memory for this: free some and try again"
+        }
+        _ => "",
+    }
+}
+
+/// An I/O error from the caller's own code, so that `?` works in a function
+/// that returns [`Result`].
+///
+/// # Examples
+///
+/// ```
+/// fn size(path: &str) -> ipc_core::Result<u64> {
+///     Ok(std::fs::metadata(path)?.len())
+/// }
+/// assert!(matches!(size("/nonexistent"), Err(ipc_core::Error::Io { .. })));
+/// ```
+impl From<io::Error> for Error {
+    fn from(source: io::Error) -> Self {
+        Error::Io {
+            op: "an I/O call",
+            source,
+        }
+    }
+}
+
 /// A `Result` whose error is [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn ask(question: &str) -> ipc_core::Result<String> {
+///     let (tx, rx) = ipc_core::channel::<String>()?;
+///     tx.send(question.to_uppercase())?;
+///     rx.recv()
+/// }
+/// assert_eq!(ask("why")?, "WHY");
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A failed send: the error, and the message that was not sent.
@@ -161,16 +235,54 @@ impl<T> SendError<T> {
     }
 
     /// Why the send failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = ipc_core::channel::<u8>()?;
+    /// drop(rx);
+    /// let failed = tx.send(1).unwrap_err();
+    /// assert!(matches!(failed.error(), ipc_core::Error::Disconnected));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn error(&self) -> &Error {
         &self.error
     }
 
     /// The message that was not sent, descriptors still open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Fd;
+    /// use std::fs::File;
+    ///
+    /// let (tx, rx) = ipc_core::channel::<Fd<File>>()?;
+    /// drop(rx);
+    /// let file = tx.send(Fd::new(File::open("/dev/null")?)).unwrap_err().into_inner();
+    /// assert_eq!(file.metadata()?.len(), 0, "still open");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> T {
         self.message
     }
 
     /// Splits into the message and the error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = ipc_core::channel::<Vec<u8>>()?;
+    /// let full = loop {
+    ///     if let Err(e) = tx.try_send(vec![0; 50_000]) {
+    ///         break e;
+    ///     }
+    /// };
+    /// let (message, error) = full.into_parts();
+    /// assert_eq!(message.len(), 50_000);
+    /// assert!(matches!(error, ipc_core::Error::Full));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
     pub fn into_parts(self) -> (T, Error) {
         (self.message, self.error)
     }
@@ -219,6 +331,20 @@ mod tests {
         let e = SendError::new(Opaque, Error::Full);
         assert!(format!("{e:?}").contains("Full"));
         assert!(e.to_string().contains("socket buffer is full"));
+    }
+
+    #[test]
+    fn io_errors_of_common_causes_say_what_to_do() {
+        let in_use = Error::io("bind", nix::errno::Errno::EADDRINUSE).to_string();
+        assert!(in_use.contains("bind another address"), "{in_use}");
+        let refused = Error::io("connect", nix::errno::Errno::ECONNREFUSED).to_string();
+        assert!(refused.contains("start the listener"), "{refused}");
+        let missing = Error::io("connect", nix::errno::Errno::ENOENT).to_string();
+        assert!(missing.contains("start the listener first"), "{missing}");
+        let denied = Error::io("connect", nix::errno::Errno::EACCES).to_string();
+        assert!(denied.contains("permissions"), "{denied}");
+        let plain = Error::io("sendmsg", nix::errno::Errno::EINVAL).to_string();
+        assert_eq!(plain, "sendmsg failed: Invalid argument (os error 22)");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub fn header(data: &[u8]) -> bool {
 
 /// Decodes `datagram` with `fds` attached exactly as a receiver with
 /// `limits` would.
-pub fn decode<T: DeserializeOwned>(
+pub fn decode<T: DeserializeOwned + 'static>(
     datagram: &[u8],
     fds: Vec<OwnedFd>,
     limits: &Limits,

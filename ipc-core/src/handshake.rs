@@ -50,13 +50,13 @@ struct Hello {
 
 /// Sends this end's greeting.
 pub(crate) fn greet(socket: &Socket, ours: &Types) -> Result<()> {
-    socket.send(&hello(ours), false)
+    socket.send(&hello(ours), Wait::Forever)
 }
 
 /// Sends this end's greeting without waiting: to a peer just accepted,
 /// whose socket holds nothing of ours yet, it never has to.
 pub(crate) fn greet_now(socket: &Socket, ours: &Types) -> Result<()> {
-    socket.send(&hello(ours), true)
+    socket.send(&hello(ours), Wait::Never)
 }
 
 fn hello(ours: &Types) -> Hello {

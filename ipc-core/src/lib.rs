@@ -114,7 +114,7 @@ pub use limits::Limits;
 pub use listener::Listener;
 pub use message::IpcMessage;
 pub use select::{Select, Source};
-pub use shm::{SealedMemory, SharedMemory};
+pub use shm::{SealError, SealedMemory, SharedMemory};
 
 /// Plain-old-data types (bytemuck's traits, re-exported): an `#[ipc(pod)]`
 /// field carries a `Vec`, `Box<[T]>` or array of them as their bytes, in
@@ -151,6 +151,6 @@ pub use shm::{SealedMemory, SharedMemory};
 /// ```
 pub use bytemuck::{Pod, Zeroable};
 
-/// Writes the serde glue that lets a struct or enum holding descriptors
-/// travel as a message; see the [`IpcMessage`](trait@IpcMessage) trait.
+// The derive of the same name as the trait; its docs are the derive's own
+// (a doc comment here would be shown before them, saying it twice).
 pub use ipc_derive::IpcMessage;

@@ -34,17 +34,56 @@ pub struct Limits {
 
 impl Limits {
     /// The most descriptors one datagram can carry (`SCM_MAX_FD`).
-    pub const MAX_DESCRIPTORS: usize = crate::sys::socket::MAX_FDS;
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{channel, Error, Fd, Limits};
+    /// use std::fs::File;
+    ///
+    /// let (tx, _rx) = channel::<Vec<Fd<File>>>()?;
+    /// let files = (0..=Limits::MAX_DESCRIPTORS)
+    ///     .map(|_| File::open("/dev/null").map(Fd::new))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let refused = tx.send(files).unwrap_err();
+    /// assert!(matches!(refused.error(), Error::TooManyDescriptors { max: 253, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const MAX_DESCRIPTORS: usize = 253;
 
     /// The default body limit: 2 GiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Limits;
+    /// assert_eq!(Limits::default().max_bytes(), Limits::DEFAULT_MAX_BYTES);
+    /// // Halved for a receiver with less memory to spare:
+    /// let tighter = Limits::default().with_max_bytes(Limits::DEFAULT_MAX_BYTES / 2);
+    /// assert_eq!(tighter.max_bytes(), 1 << 30);
+    /// ```
     pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
     /// The default nesting limit: 128 levels, deeper than any hand-written
     /// type, and shallow enough for a thread's stack of 2 MiB, whatever
     /// the message type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Limits;
+    /// assert_eq!(Limits::default().max_depth(), Limits::DEFAULT_MAX_DEPTH);
+    /// ```
     pub const DEFAULT_MAX_DEPTH: usize = 128;
 
     /// The default limit on elements that take no bytes: 65,536.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Limits;
+    /// assert_eq!(Limits::default().max_zero_sized(), Limits::DEFAULT_MAX_ZERO_SIZED);
+    /// ```
     pub const DEFAULT_MAX_ZERO_SIZED: usize = 1 << 16;
 
     /// Accept at most `n` descriptors per message (capped at
@@ -170,6 +209,9 @@ impl Limits {
         self.max_bytes
     }
 }
+
+// The kernel's SCM_MAX_FD, as the socket layer knows it.
+const _: () = assert!(Limits::MAX_DESCRIPTORS == crate::sys::socket::MAX_FDS);
 
 impl Default for Limits {
     fn default() -> Self {

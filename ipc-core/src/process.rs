@@ -12,6 +12,15 @@ use crate::transport::{Socket, Wait};
 
 /// The environment variable that names the descriptor number at which a
 /// spawned child finds its connection to the parent.
+///
+/// # Examples
+///
+/// ```
+/// // A program can tell whether it was started by spawn before asking.
+/// if std::env::var_os(ipc_core::process::CHANNEL_FD_ENV).is_none() {
+///     println!("started by hand: no parent to serve");
+/// }
+/// ```
 pub const CHANNEL_FD_ENV: &str = "IPC_CORE_CHANNEL_FD";
 
 /// The descriptor number the child finds its connection at.
@@ -36,16 +45,18 @@ const CHILD_FD: i32 = 3;
 ///
 /// # Examples
 ///
-/// ```no_run
-/// use ipc_core::process;
+/// A worker program calls [`parent`] and serves; `examples/worker_pool.rs`
+/// is a whole broker. Here the child is a program that is no ipc-core
+/// peer at all: it exits without a word, and the connection says so.
+///
+/// ```
+/// use ipc_core::{process, Error};
 /// use std::process::Command;
 ///
-/// // The child program calls process::parent::<String, u64>().
-/// let (mut child, worker) = process::spawn::<u64, String>(&mut Command::new("./worker"))?;
-/// worker.send(42)?;
-/// println!("worker says {}", worker.recv()?);
-/// child.wait().map_err(|source| ipc_core::Error::Io { op: "wait", source })?;
-/// # Ok::<(), ipc_core::Error>(())
+/// let (mut child, worker) = process::spawn::<u64, String>(&mut Command::new("true"))?;
+/// assert!(matches!(worker.recv(), Err(Error::Disconnected)));
+/// assert!(child.wait()?.success());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn spawn<Out: IpcMessage, In: IpcMessage>(
     command: &mut Command,

@@ -69,8 +69,26 @@ struct Slot {
 
 /// What a [`Select`] can wait on: a [`Receiver`](crate::Receiver), a
 /// [`Connection`](crate::Connection), a [`Listener`](crate::Listener), or
-/// any other descriptor as a `BorrowedFd` (`select.register(&file.as_fd(),
-/// token)`).
+/// any other descriptor as a `BorrowedFd` or `OwnedFd`.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::Select;
+/// use std::io::Write;
+/// use std::os::fd::AsFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+///
+/// let (_tx, rx) = ipc_core::channel::<u8>()?;
+/// let (mut ours, theirs) = UnixStream::pair()?;
+/// let mut select = Select::new()?;
+/// select.register(&rx, 0)?;
+/// select.register(&theirs.as_fd(), 1)?;
+/// ours.write_all(b"x")?;
+/// assert_eq!(select.wait(Some(Duration::from_secs(1)))?, [1]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Source: sealed::Sealed {}
 
 pub(crate) mod sealed {

@@ -131,26 +131,60 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] (`EBUSY`) while another handle, here or in another
-    /// process, still maps the region writable: drop every other
-    /// `SharedMemory` of it first. The region is dropped with the error.
+    /// A [`SealError`] that hands the region back, writable as it was,
+    /// when it cannot be sealed: `EBUSY` while another handle, here or in
+    /// another process, still maps it writable (drop every other
+    /// `SharedMemory` of it, then seal again).
     ///
     /// # Examples
     ///
     /// ```
     /// let mut region = ipc_core::SharedMemory::new(4)?;
     /// region.copy_from_slice(b"snap");
+    /// let other = region.try_clone()?;
+    /// // Another handle maps it writable: refused, and handed back.
+    /// let region = region.seal().unwrap_err().into_inner().unwrap();
+    /// drop(other);
     /// let sealed = region.seal()?;
     /// assert_eq!(&sealed[..], b"snap");
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
-    pub fn seal(self) -> Result<SealedMemory> {
+    pub fn seal(self) -> Result<SealedMemory, SealError> {
         let SharedMemory { map, fd } = self;
         let len = map.bytes().len();
         // The write seal is refused while a writable mapping exists.
         drop(map);
-        sealing::seal(fd.as_fd(), sealing::ALL_SEALS)?;
-        SealedMemory::map(fd, len)
+        match sealing::seal(fd.as_fd(), sealing::ALL_SEALS) {
+            Ok(()) => SealedMemory::map(fd, len).map_err(|error| SealError {
+                region: None,
+                error,
+            }),
+            Err(error) => {
+                // Mapped again and handed back; only a failed mapping (out
+                // of memory) loses it.
+                let error = match error {
+                    Error::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EBUSY) => {
+                        Error::Busy(
+                            "the region cannot be sealed while another handle maps it writable \
+                             (a SharedMemory of it here or in another process): drop every other \
+                             handle, then seal again"
+                                .into(),
+                        )
+                    }
+                    other => other,
+                };
+                match SharedMemory::map(fd, len) {
+                    Ok(region) => Err(SealError {
+                        region: Some(region),
+                        error,
+                    }),
+                    Err(_) => Err(SealError {
+                        region: None,
+                        error,
+                    }),
+                }
+            }
+        }
     }
 
     /// The region as a slice of plain-old-data values.
@@ -222,12 +256,102 @@ impl SharedMemory {
 }
 
 fn layout<T>(len: usize, e: bytemuck::PodCastError) -> Error {
+    use bytemuck::PodCastError;
+    let why = match e {
+        PodCastError::OutputSliceWouldHaveSlop | PodCastError::SizeMismatch => {
+            "its length is not a whole number of them"
+        }
+        PodCastError::TargetAlignmentGreaterAndInputNotAligned
+        | PodCastError::AlignmentMismatch => "it does not start at a multiple of their alignment",
+    };
     Error::Layout(format!(
-        "a region of {len} bytes cannot be seen as [{}] ({} bytes each, align {}): {e:?}; size it as a multiple",
+        "a region of {len} bytes cannot be seen as [{}] ({} bytes each, align {}): {why}; size it as a multiple",
         std::any::type_name::<T>(),
         std::mem::size_of::<T>(),
         std::mem::align_of::<T>()
     ))
+}
+
+/// A [`SharedMemory::seal`] that failed: the region back, and why.
+///
+/// `Debug` shows the error; the region is still the caller's, writable, to
+/// seal again once the cause is gone.
+///
+/// # Examples
+///
+/// ```
+/// let region = ipc_core::SharedMemory::new(8)?;
+/// let _other = region.try_clone()?;
+/// let failed = region.seal().unwrap_err();
+/// assert!(matches!(failed.error(), ipc_core::Error::Busy(_)));
+/// let region = failed.into_inner().expect("handed back");
+/// assert_eq!(region.len(), 8);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+pub struct SealError {
+    region: Option<SharedMemory>,
+    error: Error,
+}
+
+impl SealError {
+    /// Why the region could not be sealed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let region = ipc_core::SharedMemory::new(8)?;
+    /// let _other = region.try_clone()?;
+    /// let failed = region.seal().unwrap_err();
+    /// assert!(failed.error().to_string().contains("drop every other handle"));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The region, writable as it was; `None` only when it could not be
+    /// mapped again (out of memory), and is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let region = ipc_core::SharedMemory::new(8)?;
+    /// let other = region.try_clone()?;
+    /// let region = region.seal().unwrap_err().into_inner().unwrap();
+    /// drop(other);
+    /// assert!(region.seal().is_ok());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn into_inner(self) -> Option<SharedMemory> {
+        self.region
+    }
+}
+
+impl fmt::Debug for SealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealError")
+            .field("error", &self.error)
+            .field("handed_back", &self.region.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for SealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the region was not sealed: {}", self.error)
+    }
+}
+
+impl std::error::Error for SealError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<SealError> for Error {
+    fn from(e: SealError) -> Self {
+        e.error
+    }
 }
 
 impl Deref for SharedMemory {
@@ -326,7 +450,27 @@ impl SealedMemory {
     pub fn new(bytes: &[u8]) -> Result<Self> {
         let mut region = SharedMemory::new(bytes.len())?;
         region.copy_from_slice(bytes);
-        region.seal()
+        Ok(region.seal()?)
+    }
+
+    /// A sealed region holding a copy of `values`, in this host's layout:
+    /// a table of numbers or of `Pod` records in one call, to read back
+    /// with [`as_slice_of`](SealedMemory::as_slice_of).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](SealedMemory::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let weights: Vec<f32> = vec![0.5, 1.5, 2.5];
+    /// let sealed = ipc_core::SealedMemory::from_slice(&weights)?;
+    /// assert_eq!(sealed.as_slice_of::<f32>()?, [0.5, 1.5, 2.5]);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn from_slice<T: Pod>(values: &[T]) -> Result<Self> {
+        Self::new(bytemuck::cast_slice(values))
     }
 
     fn map(fd: OwnedFd, len: usize) -> Result<Self> {
@@ -403,6 +547,24 @@ impl Deref for SealedMemory {
         self.map.bytes()
     }
 }
+
+/// Two regions are equal when they hold the same bytes.
+///
+/// # Examples
+///
+/// ```
+/// use ipc_core::SealedMemory;
+/// assert_eq!(SealedMemory::new(b"abc")?, SealedMemory::new(b"abc")?);
+/// assert_ne!(SealedMemory::new(b"abc")?, SealedMemory::new(b"abd")?);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+impl PartialEq for SealedMemory {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Eq for SealedMemory {}
 
 impl AsFd for SealedMemory {
     fn as_fd(&self) -> BorrowedFd<'_> {

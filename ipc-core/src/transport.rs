@@ -7,6 +7,7 @@
 //! a memfd: one of the socket's reusable [`Pool`] when it has one free, a
 //! fresh sealed one otherwise.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -159,17 +160,30 @@ impl Socket {
         }
     }
 
-    /// Encodes `message` and sends it as one datagram. With `dontwait`, a
-    /// full socket buffer is `Error::Full` instead of a wait.
-    pub(crate) fn send<T: Serialize + ?Sized>(&self, message: &T, dontwait: bool) -> Result<()> {
+    /// Encodes `message` and sends it as one datagram, waiting for room as
+    /// `wait` allows: `Never` makes a full socket buffer `Error::Full`,
+    /// `Until` makes it `Error::Timeout` at the deadline.
+    pub(crate) fn send<T: Serialize + 'static>(&self, message: &T, wait: Wait) -> Result<()> {
+        // A message that is a byte buffer travels as one byte string: the
+        // bytes postcard writes for a sequence of `u8`, in one copy where
+        // serde's `Vec<u8>` makes a call per byte.
+        if let Some(bytes) = (message as &dyn Any).downcast_ref::<Vec<u8>>() {
+            return with_buffer(&OUTBOX, Outbox::new, |outbox| {
+                outbox.send(self, &bounded::ByteString(bytes), wait)
+            });
+        }
         with_buffer(&OUTBOX, Outbox::new, |outbox| {
-            outbox.send(self, message, dontwait)
+            outbox.send(self, message, wait)
         })
     }
 
     /// Receives one datagram and decodes it as a `T`, within `limits`.
     #[inline]
-    pub(crate) fn recv<T: DeserializeOwned>(&self, limits: &Limits, wait: Wait) -> Result<T> {
+    pub(crate) fn recv<T: DeserializeOwned + 'static>(
+        &self,
+        limits: &Limits,
+        wait: Wait,
+    ) -> Result<T> {
         with_buffer(&INBOX, Inbox::new, |inbox| {
             inbox.recv(self.fd.as_fd(), limits, wait, None, false)
         })
@@ -178,7 +192,7 @@ impl Socket {
 
     /// Receives a message if one is queued; a body over 1 MiB comes back
     /// undecoded, for the caller to decode where it may take its time.
-    pub(crate) fn try_recv_deferring<T: DeserializeOwned>(
+    pub(crate) fn try_recv_deferring<T: DeserializeOwned + 'static>(
         &self,
         limits: &Limits,
     ) -> Result<Arrival<T>> {
@@ -189,7 +203,7 @@ impl Socket {
 
     /// Receives as [`recv`](Socket::recv) does, and what the kernel
     /// attached about the sender (when this socket asked for it).
-    pub(crate) fn recv_from<T: DeserializeOwned>(
+    pub(crate) fn recv_from<T: DeserializeOwned + 'static>(
         &self,
         limits: &Limits,
         wait: Wait,
@@ -246,7 +260,7 @@ impl Outbox {
         &mut self,
         socket: &Socket,
         message: &T,
-        dontwait: bool,
+        wait: Wait,
     ) -> Result<()> {
         let (head, space) = self.datagram.split_at_mut(HEADER_LEN);
         let inline = sidecar::collect(&mut self.fds, || {
@@ -262,10 +276,10 @@ impl Outbox {
                 };
                 header.write(head_array(head));
                 let datagram = &self.datagram[..HEADER_LEN + body_len];
-                transmit(socket.as_fd(), datagram, &self.fds, dontwait)
+                transmit(socket.as_fd(), datagram, &self.fds, wait)
             }
             Err(postcard::Error::SerializeBufferFull) => {
-                self.send_out_of_line(socket, message, dontwait)
+                self.send_out_of_line(socket, message, wait)
             }
             Err(e) => Err(encode_error(e)),
         }
@@ -278,7 +292,7 @@ impl Outbox {
         &mut self,
         socket: &Socket,
         message: &T,
-        dontwait: bool,
+        wait: Wait,
     ) -> Result<()> {
         // Measure first: the size picks the path, and a message with too
         // many descriptors fails before any body is written.
@@ -289,8 +303,8 @@ impl Outbox {
         // The body's memfd takes one place in the sidecar.
         check_count(self.fds.len() + 1, MAX_FDS)?;
         let mut claim = socket.pool.claim(size);
-        if matches!(claim, Claim::Busy) && !dontwait {
-            claim = wait_for_slot(socket, size);
+        if matches!(claim, Claim::Busy) && !matches!(wait, Wait::Never) {
+            claim = wait_for_slot(socket, size, wait);
         }
         if let Claim::Lease(lease) = claim {
             let fds = &mut self.fds;
@@ -302,7 +316,7 @@ impl Outbox {
             match written {
                 Ok(body_len) => {
                     lease.wrote(body_len);
-                    self.transmit_body(socket, Body::Pooled, body_len, lease.fd(), dontwait)?;
+                    self.transmit_body(socket, Body::Pooled, body_len, lease.fd(), wait)?;
                     // The receiver frees the slot once it has copied the body.
                     lease.sent();
                     return Ok(());
@@ -316,16 +330,14 @@ impl Outbox {
         // A send that must not wait finds out before it writes the body; a
         // blocking one writes first, so that the body is filled while the
         // receiver reads the one before.
-        if dontwait && !may_send_sealed(socket, size) {
+        if matches!(wait, Wait::Never) && !may_send_sealed(socket, size) {
             return Err(Error::Full);
         }
         let memfd = body::create()?;
         let body_len = self.stream(message, memfd.as_fd())?;
         body::seal(memfd.as_fd())?;
-        if !dontwait {
-            wait_to_send_sealed(socket, body_len);
-        }
-        self.transmit_body(socket, Body::OutOfLine, body_len, memfd.as_fd(), dontwait)?;
+        wait_to_send_sealed(socket, body_len, wait)?;
+        self.transmit_body(socket, Body::OutOfLine, body_len, memfd.as_fd(), wait)?;
         socket
             .sealed_in_flight
             .fetch_add(body_len, Ordering::Relaxed);
@@ -360,7 +372,7 @@ impl Outbox {
         body: Body,
         body_len: usize,
         memfd: BorrowedFd<'_>,
-        dontwait: bool,
+        wait: Wait,
     ) -> Result<()> {
         check_count(self.fds.len() + 1, MAX_FDS)?;
         // First, so that it arrives even where the receiver's control
@@ -377,7 +389,7 @@ impl Outbox {
             socket.as_fd(),
             &self.datagram[..HEADER_LEN],
             &self.fds,
-            dontwait,
+            wait,
         )
     }
 }
@@ -389,14 +401,19 @@ impl Outbox {
 /// Once nothing is unread, a slot still lent is kept by a receiver that
 /// does not hand back (or is mid-copy): stop waiting, the body goes in a
 /// fresh sealed memfd.
-fn wait_for_slot(socket: &Socket, size: usize) -> Claim {
+///
+/// A send with a deadline stops waiting at it: its body goes in a fresh
+/// sealed memfd, which waits on in turn (see [`wait_to_send_sealed`]).
+fn wait_for_slot(socket: &Socket, size: usize, wait: Wait) -> Claim {
     let mut backoff = Backoff::new();
     loop {
         match socket::unread_bytes(socket.as_fd()) {
             Ok(0) | Err(_) => return Claim::Never,
             Ok(_) => {}
         }
-        backoff.sleep();
+        if !backoff.sleep_within(wait) {
+            return Claim::Never;
+        }
         match socket.pool.claim(size) {
             Claim::Busy => continue,
             claim => return claim,
@@ -426,12 +443,20 @@ fn may_send_sealed(socket: &Socket, size: usize) -> bool {
     }
 }
 
-/// Waits until [`may_send_sealed`].
-fn wait_to_send_sealed(socket: &Socket, size: usize) {
+/// Waits until [`may_send_sealed`], as `wait` allows: for ever, or until
+/// the deadline (then `Error::Timeout`). A send that must not wait has
+/// checked before it wrote the body.
+fn wait_to_send_sealed(socket: &Socket, size: usize, wait: Wait) -> Result<()> {
+    if matches!(wait, Wait::Never) {
+        return Ok(());
+    }
     let mut backoff = Backoff::new();
     while !may_send_sealed(socket, size) {
-        backoff.sleep();
+        if !backoff.sleep_within(wait) {
+            return Err(Error::Timeout);
+        }
     }
+    Ok(())
 }
 
 /// The pauses of a sender waiting on its receiver's progress, which no
@@ -446,6 +471,27 @@ impl Backoff {
     fn sleep(&mut self) {
         std::thread::sleep(self.0);
         self.0 = (self.0 * 2).min(Duration::from_millis(1));
+    }
+
+    /// Sleeps the next pause, cut short at `wait`'s deadline; `false` once
+    /// the deadline has passed (or `wait` is `Never`).
+    fn sleep_within(&mut self, wait: Wait) -> bool {
+        match wait {
+            Wait::Forever => {
+                self.sleep();
+                true
+            }
+            Wait::Never => false,
+            Wait::Until(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                std::thread::sleep(self.0.min(left));
+                self.0 = (self.0 * 2).min(Duration::from_millis(1));
+                true
+            }
+        }
     }
 }
 
@@ -465,16 +511,27 @@ fn check_count(count: usize, max: usize) -> Result<()> {
 }
 
 #[inline]
-fn transmit(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd], dontwait: bool) -> Result<()> {
+fn transmit(socket: BorrowedFd<'_>, datagram: &[u8], fds: &[RawFd], wait: Wait) -> Result<()> {
+    // A send with a deadline never blocks in the kernel: it waits in poll.
+    let dontwait = !matches!(wait, Wait::Forever);
     loop {
         match socket::send(socket, datagram, fds, dontwait) {
             Ok(()) => return Ok(()),
             Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
                 return Err(Error::Disconnected)
             }
-            // A socket adopted in non-blocking mode: wait as a blocking send would.
-            Err(Errno::EAGAIN) if !dontwait => wait_for(socket, PollFlags::POLLOUT)?,
-            Err(Errno::EAGAIN) => return Err(Error::Full),
+            Err(Errno::EAGAIN) => match wait {
+                // A socket adopted in non-blocking mode: wait as a blocking
+                // send would.
+                Wait::Forever => wait_for(socket, PollFlags::POLLOUT)?,
+                Wait::Never => return Err(Error::Full),
+                Wait::Until(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !ready_within(socket, PollFlags::POLLOUT, left)? {
+                        return Err(Error::Timeout);
+                    }
+                }
+            },
             Err(e) => return Err(Error::io("sendmsg", e)),
         }
     }
@@ -523,7 +580,7 @@ impl Inbox {
     }
 
     #[inline]
-    fn recv<T: DeserializeOwned>(
+    fn recv<T: DeserializeOwned + 'static>(
         &mut self,
         socket: BorrowedFd<'_>,
         limits: &Limits,
@@ -601,7 +658,7 @@ impl Inbox {
     /// With `defer`, a body over [`body::COPY_MAX`] is not decoded here but
     /// handed back with its descriptors, to be decoded where a decode may
     /// take its time.
-    fn decode<T: DeserializeOwned>(
+    fn decode<T: DeserializeOwned + 'static>(
         &mut self,
         received: Received,
         limits: &Limits,
@@ -712,7 +769,7 @@ pub(crate) enum Arrival<T> {
     Large(LargeBody),
 }
 
-impl<T: DeserializeOwned> Arrival<T> {
+impl<T: DeserializeOwned + 'static> Arrival<T> {
     /// The message, decoding a large body here.
     #[inline]
     pub(crate) fn decoded(self) -> Result<T> {
@@ -743,7 +800,7 @@ enum Held {
 
 impl LargeBody {
     /// Decodes the message; every descriptor it does not hold is closed.
-    pub(crate) fn decode<T: DeserializeOwned>(mut self) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned + 'static>(mut self) -> Result<T> {
         let bytes = match &self.body {
             Held::Mapped(map) => map.bytes(),
             Held::Owned(copy) => copy,
@@ -857,7 +914,7 @@ mod refused {
 /// Decodes `body` exactly, with `fds` available by index; every descriptor
 /// must be named exactly once.
 #[inline]
-fn decode_body<T: DeserializeOwned>(
+fn decode_body<T: DeserializeOwned + 'static>(
     body: &[u8],
     fds: &mut Vec<OwnedFd>,
     slots: &mut Vec<Option<OwnedFd>>,
@@ -891,8 +948,14 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Re
 
 /// Waits up to `timeout` for `socket` to be readable (or hung up).
 fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
+    ready_within(socket, PollFlags::POLLIN, timeout)
+}
+
+/// Waits up to `timeout` for `socket` to have one of `events` (or an error
+/// or hang-up, which the next call reports).
+fn ready_within(socket: BorrowedFd<'_>, events: PollFlags, timeout: Duration) -> Result<bool> {
     let timeout = poll_timeout(timeout);
-    let mut fds = [PollFd::new(socket, PollFlags::POLLIN)];
+    let mut fds = [PollFd::new(socket, events)];
     match poll(&mut fds, timeout) {
         Ok(n) => Ok(n > 0),
         // Let the caller look again and recompute what is left of its wait.
@@ -904,7 +967,7 @@ fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
 /// Decodes one datagram as a receiver would, without a socket: the entry
 /// point of the fuzz targets and their regression tests. Every descriptor in
 /// `fds` is closed unless the returned message holds it.
-pub(crate) fn decode_datagram<T: DeserializeOwned>(
+pub(crate) fn decode_datagram<T: DeserializeOwned + 'static>(
     datagram: &[u8],
     fds: Vec<OwnedFd>,
     limits: &Limits,

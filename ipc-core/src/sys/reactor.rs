@@ -1,6 +1,6 @@
 //! Registering a socket with tokio's reactor (feature `tokio`).
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -30,4 +30,13 @@ pub(crate) fn register(fd: BorrowedFd<'_>) -> std::io::Result<AsyncFd<Registrati
     // open file description for the AsyncFd's whole life.
     unsafe { AsyncFd::register_with_interest(Registration(fd.as_raw_fd()), interest) }
         .map_err(std::io::Error::from)
+}
+
+/// Registers an owned descriptor for writability alone: a watch on its
+/// socket's close (the kernel reports a hang-up to every registration,
+/// whatever it asked for).
+pub(crate) fn register_owned_writable(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns `fd` and drops it only after deregistering,
+    // so the number stays open and names the same file for its whole life.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }.map_err(std::io::Error::from)
 }

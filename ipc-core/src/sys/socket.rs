@@ -328,6 +328,20 @@ pub(crate) fn readable_now(socket: BorrowedFd<'_>) -> bool {
     unsafe { libc::poll(&mut fd, 1, 0) == 1 }
 }
 
+/// Whether the peer of `socket` has closed its end (or shut it down).
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn hung_up(socket: BorrowedFd<'_>) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `fd` is one valid pollfd, writable for the call; a zero
+    // timeout never blocks.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+}
+
 /// Bytes queued for reading (`SIOCINQ`): on a seqpacket socket, those of
 /// every queued datagram, so an empty datagram adds nothing.
 pub(crate) fn queued_bytes(socket: BorrowedFd<'_>) -> Result<usize, Errno> {

@@ -3,13 +3,14 @@
 use std::fmt;
 use std::os::fd::AsFd;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::decoding::Decoding;
-use super::{poll_recv_with, recv_with, register, send_with, Io};
+use super::{poll_recv_with, readiness_error, recv_with, register, send_with, try_recv_with, Io};
 use crate::channel::{Receiver, Sender};
 use crate::error::{Error, Result, SendError};
 
@@ -38,6 +39,8 @@ use crate::error::{Error, Result, SendError};
 pub struct AsyncSender<T> {
     io: Io,
     inner: Sender<T>,
+    /// The message the `Sink` impl has taken and not sent yet.
+    pending: Mutex<Option<T>>,
 }
 
 impl<T> AsyncSender<T> {
@@ -64,14 +67,15 @@ impl<T> AsyncSender<T> {
     /// # }
     /// ```
     pub fn new(sender: Sender<T>) -> Result<Self> {
-        Ok(AsyncSender {
-            io: register(sender.as_fd())?,
-            inner: sender,
-        })
+        Ok(AsyncSender::from_parts(register(sender.as_fd())?, sender))
     }
 
     pub(crate) fn from_parts(io: Io, inner: Sender<T>) -> Self {
-        AsyncSender { io, inner }
+        AsyncSender {
+            io,
+            inner,
+            pending: Mutex::new(None),
+        }
     }
 
     /// The blocking sender back.
@@ -89,13 +93,63 @@ impl<T> AsyncSender<T> {
     /// # }
     /// ```
     pub fn into_inner(self) -> Sender<T> {
-        let AsyncSender { io, inner } = self;
+        let AsyncSender { io, inner, .. } = self;
         drop(io);
         inner
     }
+
+    /// Waits until the receiving end is gone (every process that held it
+    /// has closed it); from then on every send is
+    /// [`Error::Disconnected`]. Useful to stop producing for a consumer
+    /// that left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it takes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ipc_core::Result<()> {
+    /// let (tx, rx) = ipc_core::channel::<u8>()?;
+    /// let tx = ipc_core::tokio::AsyncSender::new(tx)?;
+    /// let closed = tokio::spawn(async move { tx.closed().await });
+    /// drop(rx);
+    /// closed.await.unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn closed(&self) {
+        // Watched through a registration of its own, of a duplicate of the
+        // socket: readiness cleared here must not be the receives' or
+        // sends' readiness. The kernel reports the peer's close to every
+        // watcher (EPOLLHUP), whatever it asked for.
+        let watch = self
+            .inner
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(crate::sys::reactor::register_owned_writable);
+        let Ok(watch) = watch else {
+            // No descriptor or no room in the reactor: look now and then.
+            while !crate::sys::socket::hung_up(self.inner.as_fd()) {
+                ::tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            return;
+        };
+        loop {
+            let Ok(mut guard) = watch.writable().await else {
+                return;
+            };
+            if guard.ready().is_write_closed() {
+                return;
+            }
+            guard.clear_ready();
+        }
+    }
 }
 
-impl<T: Serialize> AsyncSender<T> {
+impl<T: Serialize + 'static> AsyncSender<T> {
     /// Sends a message, waiting while the socket buffer is full, and while
     /// a body in a fresh sealed memfd would keep more than 64 MiB of such
     /// bodies unread (see [`Sender::try_send`]). It never waits for the
@@ -126,14 +180,130 @@ impl<T: Serialize> AsyncSender<T> {
     pub async fn send(&self, message: T) -> Result<(), SendError<T>> {
         send_with(&self.io, message, |m| self.inner.try_send(m)).await
     }
+
+    /// Sends a message the caller keeps, as [`Sender::send_ref`]: to fan
+    /// one message out to several receivers without a clone of it.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); the message was never given up.
+    ///
+    /// # Cancel safety
+    ///
+    /// Sent whole or not at all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ipc_core::Result<()> {
+    /// let (tx, rx) = ipc_core::channel::<Vec<u8>>()?;
+    /// let tx = ipc_core::tokio::AsyncSender::new(tx)?;
+    /// let block = vec![9; 1000];
+    /// tx.send_ref(&block).await?;
+    /// assert_eq!(rx.recv()?, block);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_ref(&self, message: &T) -> Result<()> {
+        send_with(&self.io, (), |()| {
+            self.inner
+                .try_send_ref(message)
+                .map_err(|e| SendError::new((), e))
+        })
+        .await
+        .map_err(Error::from)
+    }
+}
+
+/// A `Sink` of messages: `send_all` a stream into a channel, say. An item
+/// is taken by `start_send` and sent by the next `poll_ready`,
+/// `poll_flush` or `poll_close`, waiting while the socket buffer is full.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipc_core::Result<()> {
+/// use futures_sink::Sink;
+/// use std::future::poll_fn;
+/// use std::pin::Pin;
+///
+/// let (tx, rx) = ipc_core::channel::<u32>()?;
+/// let mut tx = ipc_core::tokio::AsyncSender::new(tx)?;
+/// for n in 0..3 {
+///     poll_fn(|cx| Pin::new(&mut tx).poll_ready(cx)).await?;
+///     Pin::new(&mut tx).start_send(n)?;
+/// }
+/// poll_fn(|cx| Pin::new(&mut tx).poll_flush(cx)).await?;
+/// assert_eq!((rx.recv()?, rx.recv()?, rx.recv()?), (0, 1, 2));
+/// # Ok(())
+/// # }
+/// ```
+impl<T: Serialize + Unpin + 'static> futures_sink::Sink<T> for AsyncSender<T> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
+        let pending = self
+            .get_mut()
+            .pending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        match pending {
+            Some(_) => Err(Error::Full),
+            None => {
+                *pending = Some(item);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let pending = this
+            .pending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(mut item) = pending.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match this.inner.try_send(item) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if matches!(e.error(), Error::Full) => {
+                    item = e.into_inner();
+                    match this.io.poll_write_ready(cx) {
+                        // Room was seen before this attempt: cleared, and
+                        // tried again (polled again, the waker is kept).
+                        Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                        Poll::Ready(Err(source)) => {
+                            return Poll::Ready(Err(readiness_error(source)))
+                        }
+                        Poll::Pending => {
+                            *pending = Some(item);
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e.into_parts().1)),
+            }
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_flush(cx)
+    }
 }
 
 impl<T> Clone for AsyncSender<T> {
+    /// Another sender on the same socket and registration; a message the
+    /// `Sink` impl holds stays with this one.
     fn clone(&self) -> Self {
-        AsyncSender {
-            io: self.io.clone(),
-            inner: self.inner.clone(),
-        }
+        AsyncSender::from_parts(self.io.clone(), self.inner.clone())
     }
 }
 
@@ -267,6 +437,32 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
     /// ```
     pub async fn recv(&self) -> Result<T> {
         recv_with(&self.io, &self.decoding, || self.inner.try_recv_deferring()).await
+    }
+
+    /// Takes the next message if one is queued, never waiting for one. A
+    /// body over 1 MiB is decoded on tokio's blocking pool, which this
+    /// awaits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when none is queued, and what
+    /// [`recv`](Self::recv) returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ipc_core::Result<()> {
+    /// let (tx, rx) = ipc_core::channel::<u8>()?;
+    /// let rx = ipc_core::tokio::AsyncReceiver::new(rx)?;
+    /// assert!(matches!(rx.try_recv().await, Err(ipc_core::Error::Empty)));
+    /// tx.send(5)?;
+    /// assert_eq!(rx.try_recv().await?, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_recv(&self) -> Result<T> {
+        try_recv_with(&self.decoding, || self.inner.try_recv_deferring()).await
     }
 
     /// Polls for the next message, for a hand-written future or stream that

@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::decoding::Decoding;
-use super::{readiness_error, recv_with, register, send_with, AsyncReceiver, AsyncSender, Io};
+use super::{
+    readiness_error, recv_with, register, send_with, try_recv_with, AsyncReceiver, AsyncSender, Io,
+};
 use crate::connection::Connection;
 use crate::error::{Error, Result, SendError};
 use crate::handshake::{self, GREETING_TIMEOUT};
@@ -252,7 +254,7 @@ pub(crate) async fn greeting(io: &Io, socket: &Socket, types: &handshake::Types)
     }
 }
 
-impl<Out: Serialize, In> AsyncConnection<Out, In> {
+impl<Out: Serialize + 'static, In> AsyncConnection<Out, In> {
     /// Sends a message, waiting while the socket buffer is full.
     ///
     /// # Errors
@@ -305,6 +307,34 @@ impl<Out, In: DeserializeOwned + Send + 'static> AsyncConnection<Out, In> {
     /// ```
     pub async fn recv(&self) -> Result<In> {
         recv_with(&self.io, &self.decoding, || {
+            self.inner.receiver().try_recv_deferring()
+        })
+        .await
+    }
+
+    /// Takes the next message if one is queued, never waiting for one; see
+    /// [`AsyncReceiver::try_recv`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Empty`] when none is queued, and what
+    /// [`recv`](Self::recv) returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ipc_core::Result<()> {
+    /// let (a, b) = ipc_core::Connection::<(), u8>::pair()?;
+    /// let a = ipc_core::tokio::AsyncConnection::new(a)?;
+    /// assert!(matches!(a.try_recv().await, Err(ipc_core::Error::Empty)));
+    /// b.send(1)?;
+    /// assert_eq!(a.try_recv().await?, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_recv(&self) -> Result<In> {
+        try_recv_with(&self.decoding, || {
             self.inner.receiver().try_recv_deferring()
         })
         .await

@@ -137,6 +137,27 @@ fn poll_recv_with<T: DeserializeOwned + Send + 'static>(
     }
 }
 
+/// Takes a message if one is queued, without waiting for one; a large body
+/// is decoded on the blocking pool, which this awaits.
+async fn try_recv_with<T: DeserializeOwned + Send + 'static>(
+    decoding: &Decoding<T>,
+    attempt: impl Fn() -> Result<Arrival<T>>,
+) -> Result<T> {
+    if let Some(message) = poll_fn(|cx| decoding.poll_next(cx)).await {
+        return message;
+    }
+    match attempt()? {
+        Arrival::Message(message) => Ok(message),
+        Arrival::Large(body) => {
+            decoding.start(body);
+            // Another task waiting in `recv` may take it first.
+            poll_fn(|cx| decoding.poll_next(cx))
+                .await
+                .unwrap_or(Err(Error::Empty))
+        }
+    }
+}
+
 /// Waits for writability and runs `attempt` until it is not `Full`. Any
 /// number of tasks may wait at once.
 async fn send_with<T>(
