@@ -11,16 +11,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ipc_core::{channel, Fd, Receiver, SealedMemory, Select, Sender, SharedMemory};
+use ipc_core::{channel, Fd, Receiver, SealedMemory, Select, SharedMemory};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-
-/// A sender of references: the benches send the same value again and again
-/// without cloning it (serialization borrows; the kernel duplicates the
-/// descriptors).
-fn by_reference<'a, T>(tx: Sender<T>) -> Sender<&'a T> {
-    Sender::from(OwnedFd::try_from(tx).unwrap_or_else(|_| unreachable!("one handle")))
-}
 
 fn many_descriptors(c: &mut Criterion) {
     let mut group = c.benchmark_group("descriptors_per_message");
@@ -29,10 +22,9 @@ fn many_descriptors(c: &mut Criterion) {
             .map(|_| Fd::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap())))
             .collect();
         let (tx, rx) = channel::<Vec<Fd<OwnedFd>>>().unwrap();
-        let tx = by_reference(tx);
         group.bench_function(BenchmarkId::new("ipc_core", count), |b| {
             b.iter(|| {
-                tx.send(&files).unwrap();
+                tx.send_ref(&files).unwrap();
                 rx.recv().unwrap()
             })
         });
@@ -58,9 +50,8 @@ fn sealed_memory(c: &mut Criterion) {
         region[len / 2] = 1;
         let sealed = region.seal().unwrap();
         let (tx, rx): (_, Receiver<SealedMemory>) = channel().unwrap();
-        let tx = by_reference(tx);
         let mut ours = || {
-            tx.send(&sealed).unwrap();
+            tx.send_ref(&sealed).unwrap();
             let got = rx.recv().unwrap();
             got[len / 2]
         };

@@ -1,6 +1,8 @@
 //! One-way traffic between two processes: small messages per second, 16 MiB
-//! bodies, and a sweep of body sizes across the inline/out-of-line border;
-//! ipc-core beside raw sockets and ipc-channel in the same run.
+//! bodies (a bare `Vec<u8>` message and a derived byte field), 64 MiB of
+//! `f32` (the derive's one-copy numbers and plain serde), and a sweep of
+//! body sizes across the inline/out-of-line border; ipc-core beside raw
+//! sockets and ipc-channel in the same run.
 //!
 //! `cargo bench --bench throughput`
 
@@ -122,7 +124,7 @@ fn big_bodies(c: &mut Criterion) {
         let body = vec![5u8; BIG];
         while let Ok(n) = control_peer.recv() {
             for _ in 0..n {
-                tx.send(body.clone()).unwrap();
+                tx.send_ref(&body).unwrap();
             }
         }
     });
@@ -134,7 +136,7 @@ fn big_bodies(c: &mut Criterion) {
         };
         while let Ok(n) = control_peer.recv() {
             for _ in 0..n {
-                tx.send(body.clone()).unwrap();
+                tx.send_ref(&body).unwrap();
             }
         }
     });
@@ -184,19 +186,13 @@ fn big_bodies(c: &mut Criterion) {
             }
         }
     };
-    group.bench_function("ipc_core_vec_u8", |b| {
-        b.iter_custom(|n| {
-            elapsed(
-                |n| {
-                    bare_control.send(n).unwrap();
-                    for _ in 0..n {
-                        assert_eq!(bare_rx.recv().unwrap().len(), BIG);
-                    }
-                },
-                n,
-            )
-        })
-    });
+    let bare = |n| {
+        bare_control.send(n).unwrap();
+        for _ in 0..n {
+            assert_eq!(bare_rx.recv().unwrap().len(), BIG);
+        }
+    };
+    group.bench_function("ipc_core_vec_u8", |b| b.iter_custom(|n| elapsed(bare, n)));
     group.bench_function("ipc_core_derived_bytes", |b| {
         b.iter_custom(|n| elapsed(derived, n))
     });
@@ -212,6 +208,109 @@ fn big_bodies(c: &mut Criterion) {
         "ipc_channel_bytes",
         10,
         derived,
+        theirs,
+    );
+    common::versus(
+        &mut group,
+        "ipc_core_vec_u8_interleaved",
+        "ipc_channel_bytes",
+        10,
+        bare,
+        theirs,
+    );
+    group.finish();
+}
+
+const SAMPLES: usize = 16 << 20;
+
+/// 64 MiB of `f32` as the derive carries a `Vec<f32>` field: its
+/// little-endian bytes in one copy.
+#[derive(IpcMessage, Clone)]
+struct Samples {
+    values: Vec<f32>,
+}
+
+/// The same field kept plain (`#[ipc(serde)]`): a serde call per element.
+#[derive(IpcMessage, Clone)]
+struct PlainSamples {
+    #[ipc(serde)]
+    values: Vec<f32>,
+}
+
+/// Numbers in bulk: the one-copy path of a derived `Vec<f32>` field beside
+/// the same field through serde, and beside ipc-channel, which sends it
+/// through serde too.
+fn bulk_numbers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_way_64MiB_f32");
+    group.throughput(Throughput::Bytes((SAMPLES * 4) as u64));
+    group.sample_size(10);
+    let values: Vec<f32> = (0..SAMPLES).map(|i| i as f32 * 0.5).collect();
+
+    let (control, control_peer) = Connection::<u64, ()>::pair().unwrap();
+    let (tx, rx) = channel::<Samples>().unwrap();
+    let body = Samples {
+        values: values.clone(),
+    };
+    let _ours_peer = common::fork_peer(1, || {
+        while let Ok(n) = control_peer.recv() {
+            for _ in 0..n {
+                tx.send_ref(&body).unwrap();
+            }
+        }
+    });
+    let (plain_control, control_peer) = Connection::<u64, ()>::pair().unwrap();
+    let (tx, plain_rx) = channel::<PlainSamples>().unwrap();
+    let plain_body = PlainSamples {
+        values: values.clone(),
+    };
+    let _plain_peer = common::fork_peer(1, || {
+        while let Ok(n) = control_peer.recv() {
+            for _ in 0..n {
+                tx.send_ref(&plain_body).unwrap();
+            }
+        }
+    });
+    let (ctl_tx, ctl_rx) = ipc_channel::ipc::channel::<u64>().unwrap();
+    let (ipc_tx, ipc_rx) = ipc_channel::ipc::channel::<Vec<f32>>().unwrap();
+    let _ipc_channel_peer = common::fork_peer(1, || {
+        while let Ok(n) = ctl_rx.recv() {
+            for _ in 0..n {
+                ipc_tx.send(values.clone()).unwrap();
+            }
+        }
+    });
+
+    let ours = |n| {
+        control.send(n).unwrap();
+        for _ in 0..n {
+            assert_eq!(rx.recv().unwrap().values.len(), SAMPLES);
+        }
+    };
+    let plain = |n| {
+        plain_control.send(n).unwrap();
+        for _ in 0..n {
+            assert_eq!(plain_rx.recv().unwrap().values.len(), SAMPLES);
+        }
+    };
+    let theirs = |n| {
+        ctl_tx.send(n).unwrap();
+        for _ in 0..n {
+            assert_eq!(ipc_rx.recv().unwrap().len(), SAMPLES);
+        }
+    };
+    group.bench_function("ipc_core_derived_f32", |b| {
+        b.iter_custom(|n| elapsed(ours, n))
+    });
+    group.bench_function("ipc_core_plain_serde_f32", |b| {
+        b.iter_custom(|n| elapsed(plain, n))
+    });
+    group.bench_function("ipc_channel", |b| b.iter_custom(|n| elapsed(theirs, n)));
+    common::versus(
+        &mut group,
+        "ipc_core_derived_f32_interleaved",
+        "ipc_channel",
+        4,
+        ours,
         theirs,
     );
     group.finish();
@@ -262,6 +361,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = small_messages, big_bodies, size_sweep
+    targets = small_messages, big_bodies, bulk_numbers, size_sweep
 }
 criterion_main!(benches);
