@@ -77,7 +77,6 @@
 #[doc(hidden)]
 pub mod __private;
 mod atomic;
-mod body;
 mod bounded;
 mod carry;
 mod channel;
@@ -92,7 +91,6 @@ mod handshake;
 mod limits;
 mod listener;
 mod message;
-mod pool;
 pub mod process;
 mod sealing;
 mod select;

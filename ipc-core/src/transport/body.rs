@@ -20,8 +20,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
+use super::pool;
 use crate::error::Error;
-use crate::pool;
 use crate::sealing;
 use crate::sys::mmap::ReadMap;
 
