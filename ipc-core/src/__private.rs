@@ -7,5 +7,5 @@ pub use serde;
 
 /// The receiver's steps for the fuzz targets.
 pub mod fuzz {
-    pub use crate::fuzzing::{decode, header};
+    pub use crate::fuzzing::{decode, header, ring};
 }

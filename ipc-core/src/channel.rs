@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Result, SendError};
-use crate::fd::{deserialize_socket, serialize_fd};
+use crate::fd::{deserialize_end, deserialize_socket, serialize_end, serialize_fd};
 use crate::limits::Limits;
 use crate::transport::{Socket, Wait};
 
@@ -181,6 +181,31 @@ impl<T: Serialize + 'static> Sender<T> {
         self.send_waiting(message, Wait::timeout(timeout))
     }
 
+    /// Keeps this process's sends on this channel on the socket lane
+    /// (`false`), or lets them take the ring lane (`true`, the default).
+    ///
+    /// The ring lane moves messages without descriptors through memory
+    /// shared with the receiving process instead of the kernel, once a few
+    /// have been sent; it is on unless the process was started with
+    /// `IPC_CORE_RING=off`. The setting holds for every clone of this
+    /// sender in this process, and for rings not offered yet: a ring in use
+    /// stays in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = ipc_core::channel::<u64>()?;
+    /// tx.set_ring_lane(false);
+    /// for i in 0..10 {
+    ///     tx.send(i)?;
+    /// }
+    /// assert_eq!(rx.iter().take(10).collect::<Result<Vec<_>, _>>()?, (0..10).collect::<Vec<_>>());
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn set_ring_lane(&self, enabled: bool) {
+        self.socket.set_ring(enabled);
+    }
+
     /// [`send_ref`](Sender::send_ref) without waiting: `Error::Full` when
     /// there is no room.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
@@ -339,6 +364,13 @@ impl<T> Receiver<T> {
     {
         self.socket.settle(Wait::Never)?;
         self.socket.try_recv_deferring(&self.limits)
+    }
+
+    /// Arms the rings before an async receive waits on the socket; `true`
+    /// when a record came meanwhile.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn arm(&self) -> bool {
+        self.socket.arm()
     }
 
     /// The limits this receiver applies to each message.
@@ -525,9 +557,14 @@ impl<T> TryFrom<Receiver<T>> for OwnedFd {
     type Error = Receiver<T>;
 
     /// Gives up the socket, unless a [`Sender`] split from the same
-    /// [`Connection`](crate::Connection) still shares it; then the receiver
-    /// comes back.
+    /// [`Connection`](crate::Connection) still shares it, or rings of the
+    /// ring lane come in beside it (their messages would be lost); then the
+    /// receiver comes back.
     fn try_from(receiver: Receiver<T>) -> Result<OwnedFd, Receiver<T>> {
+        // The rings would be lost with their records: the receiver stays.
+        if receiver.socket.has_rings() {
+            return Err(receiver);
+        }
         let limits = receiver.limits;
         Arc::try_unwrap(receiver.socket)
             .map(Socket::into_fd)
@@ -540,15 +577,16 @@ impl<T> TryFrom<Receiver<T>> for OwnedFd {
 }
 
 impl<T> Serialize for Receiver<T> {
+    /// The socket, and the rings its peers write, which travel with it.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_fd(self.socket.as_fd(), serializer)
+        serialize_end(&self.socket, serializer)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_socket(deserializer, "Receiver")
-            .map(|fd| Receiver::from_socket(Arc::new(Socket::received(fd))))
+        deserialize_end(deserializer, "Receiver")
+            .map(|socket| Receiver::from_socket(Arc::new(socket)))
     }
 }
 

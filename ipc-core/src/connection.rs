@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::channel::{Receiver, Sender};
 use crate::error::{Result, SendError};
-use crate::fd::{deserialize_socket, serialize_fd};
+use crate::fd::{deserialize_end, serialize_end};
 use crate::limits::Limits;
 use crate::transport::Socket;
 
@@ -135,6 +135,23 @@ impl<Out, In> Connection<Out, In> {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn receiver(&self) -> &Receiver<In> {
         &self.receiver
+    }
+
+    /// Keeps this process's sends on this connection on the socket lane
+    /// (`false`), or lets them take the ring lane (`true`, the default);
+    /// see [`Sender::set_ring_lane`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = ipc_core::Connection::<u8, u8>::pair()?;
+    /// a.set_ring_lane(false);
+    /// a.send(1)?;
+    /// assert_eq!(b.recv()?, 1);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn set_ring_lane(&self, enabled: bool) {
+        self.receiver.socket().set_ring(enabled);
     }
 
     /// Splits into a sender and a receiver that share the socket, so one
@@ -331,15 +348,15 @@ impl<Out, In> From<Connection<Out, In>> for OwnedFd {
 }
 
 impl<Out, In> Serialize for Connection<Out, In> {
+    /// The socket, and the rings the peer writes to it, which travel with it.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_fd(self.as_fd(), serializer)
+        serialize_end(self.receiver.socket(), serializer)
     }
 }
 
 impl<'de, Out, In> Deserialize<'de> for Connection<Out, In> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_socket(deserializer, "Connection")
-            .map(|fd| Connection::from_socket(Socket::received(fd)))
+        deserialize_end(deserializer, "Connection").map(Connection::from_socket)
     }
 }
 

@@ -47,6 +47,63 @@ pub(crate) fn deserialize_socket<'de, D: Deserializer<'de>>(
     }
 }
 
+/// A receiving end as a value: its socket's index, then those of the rings
+/// the peer's processes write to it (memfd and private socket), so that the
+/// rings travel with it and whoever holds the end reads them.
+pub(crate) fn serialize_end<S: Serializer>(
+    socket: &crate::transport::Socket,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeTuple;
+    socket.with_rings(|rings| {
+        let rings: Vec<(Fd<BorrowedFd<'_>>, Fd<BorrowedFd<'_>>)> = rings
+            .map(|(ring, private)| (Fd(ring), Fd(private)))
+            .collect();
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&Fd(socket.as_fd()))?;
+        tuple.serialize_element(&rings)?;
+        tuple.end()
+    })
+}
+
+/// Reads a receiving end written by [`serialize_end`]: the socket must be a
+/// connected seqpacket socket and each ring check out as an offered one.
+pub(crate) fn deserialize_end<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    what: &'static str,
+) -> Result<crate::transport::Socket, D::Error> {
+    struct End(&'static str);
+    impl<'de> de::Visitor<'de> for End {
+        type Value = crate::transport::Socket;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a {} and its rings", self.0)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let fd = seq
+                .next_element_seed(Channel(self.0))?
+                .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+            let rings: Vec<(Fd<OwnedFd>, Fd<OwnedFd>)> = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+            let socket = crate::transport::Socket::received(fd);
+            for (ring, private) in rings {
+                socket
+                    .adopt_ring(ring.into_inner(), private.into_inner())
+                    .map_err(|why| de::Error::custom(sidecar::reject(why)))?;
+            }
+            Ok(socket)
+        }
+    }
+    struct Channel(&'static str);
+    impl<'de> de::DeserializeSeed<'de> for Channel {
+        type Value = OwnedFd;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<OwnedFd, D::Error> {
+            deserialize_socket(deserializer, self.0)
+        }
+    }
+    deserializer.deserialize_tuple(2, End(what))
+}
+
 /// An owned descriptor of any type, as a value serde can carry.
 ///
 /// `T` is any type that owns a descriptor: `File`, `OwnedFd`, `UnixStream`,

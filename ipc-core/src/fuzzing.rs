@@ -22,3 +22,9 @@ pub fn decode<T: DeserializeOwned + 'static>(
 ) -> Result<T> {
     crate::transport::decode_datagram(datagram, fds, limits)
 }
+
+/// Takes records from a ring laid out of `data` (its head word, then its
+/// slots) as a receiving end does; how many it took.
+pub fn ring(data: &[u8]) -> usize {
+    crate::transport::ring::take_from(data)
+}

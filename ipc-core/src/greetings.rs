@@ -33,7 +33,7 @@ pub(crate) struct Waiting<E> {
 #[derive(Debug)]
 pub(crate) enum Outcome<E> {
     /// It greeted with the right types: a connection to hand out.
-    Greeted(Socket, E),
+    Greeted(Box<Socket>, E),
     /// It greeted with other types, or broke the protocol, or its deadline
     /// passed: an error to report. It is dropped.
     Refused(Error),
@@ -68,7 +68,7 @@ impl<E> Greetings<E> {
             return None;
         }
         match handshake::expect(&socket, types, Wait::Never) {
-            Ok(()) => return Some(Outcome::Greeted(socket, extra)),
+            Ok(()) => return Some(Outcome::Greeted(Box::new(socket), extra)),
             Err(Error::Empty) => {}
             Err(e) => return refused(e),
         }
@@ -101,7 +101,7 @@ impl<E> Greetings<E> {
                 Err(Error::Empty) => i += 1,
                 Ok(()) => {
                     let Waiting { socket, extra, .. } = self.waiting.swap_remove(i);
-                    return Some(Outcome::Greeted(socket, extra));
+                    return Some(Outcome::Greeted(Box::new(socket), extra));
                 }
                 Err(e) => {
                     self.waiting.swap_remove(i);
@@ -171,7 +171,7 @@ fn refused<E>(error: Error) -> Option<Outcome<E>> {
 /// Unwraps an outcome for `accept`.
 pub(crate) fn into_result<E>(outcome: Outcome<E>) -> Result<(Socket, E)> {
     match outcome {
-        Outcome::Greeted(socket, extra) => Ok((socket, extra)),
+        Outcome::Greeted(socket, extra) => Ok((*socket, extra)),
         Outcome::Refused(error) => Err(error),
     }
 }

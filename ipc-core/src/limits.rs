@@ -30,6 +30,7 @@ pub struct Limits {
     max_bytes: u64,
     max_depth: usize,
     max_zero_sized: usize,
+    max_rings: usize,
 }
 
 impl Limits {
@@ -75,6 +76,16 @@ impl Limits {
     /// assert_eq!(Limits::default().max_depth(), Limits::DEFAULT_MAX_DEPTH);
     /// ```
     pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+    /// The default number of rings a receiving end reads: 16.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Limits;
+    /// assert_eq!(Limits::default().max_rings(), Limits::DEFAULT_MAX_RINGS);
+    /// ```
+    pub const DEFAULT_MAX_RINGS: usize = 16;
 
     /// The default limit on elements that take no bytes: 65,536.
     ///
@@ -165,6 +176,41 @@ impl Limits {
         self
     }
 
+    /// Read at most `n` rings: one per sending process that offers one
+    /// (the ring lane; see the crate's docs). Each costs a mapping of 260
+    /// KiB and two descriptors. Past `n`, the rings of senders that are
+    /// gone make room, or an offer is refused and that sender goes on with
+    /// the socket lane alone. `0` keeps this receiver on the socket lane.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{channel, Limits};
+    ///
+    /// let (tx, mut rx) = channel::<u32>()?;
+    /// rx.set_limits(Limits::default().with_max_rings(0));
+    /// for i in 0..100 {
+    ///     tx.send(i)?;
+    ///     assert_eq!(rx.recv()?, i);
+    /// }
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn with_max_rings(mut self, n: usize) -> Self {
+        self.max_rings = n;
+        self
+    }
+
+    /// The most rings read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ipc_core::Limits::default().max_rings(), 16);
+    /// ```
+    pub fn max_rings(&self) -> usize {
+        self.max_rings
+    }
+
     /// The deepest nesting accepted per message.
     ///
     /// # Examples
@@ -220,6 +266,7 @@ impl Default for Limits {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_depth: Self::DEFAULT_MAX_DEPTH,
             max_zero_sized: Self::DEFAULT_MAX_ZERO_SIZED,
+            max_rings: Self::DEFAULT_MAX_RINGS,
         }
     }
 }

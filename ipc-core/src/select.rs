@@ -25,8 +25,9 @@ const EVENTS_MAX: usize = 1024;
 /// the protocol sends besides messages is dealt with inside `wait`: the
 /// greeting of a spawned child, say, which makes its socket readable
 /// before any message, is read and checked there. Any other descriptor is
-/// reported as epoll sees it. The cost of a wait does not grow with the
-/// number of sources registered.
+/// reported as epoll sees it. A wait looks at each receiver's rings (the
+/// ring lane: records there make no socket readable) before it sleeps in
+/// epoll, one look per receiver, without a system call.
 ///
 /// # Examples
 ///
@@ -290,14 +291,31 @@ impl Select {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
+            // Records already in a ring make no socket readable: they are
+            // looked for first, and the rings armed, so that the next
+            // record rings the socket.
+            self.ready.clear();
+            for slot in self.slots.iter().flatten() {
+                let with_records = slot
+                    .socket
+                    .as_ref()
+                    .and_then(Weak::upgrade)
+                    .is_some_and(|s| s.has_rings() && s.arm());
+                if with_records {
+                    self.ready.push(slot.token);
+                }
+            }
             let count = loop {
                 let limit = match deadline {
+                    // Only what else is ready now, beside the rings'.
+                    _ if !self.ready.is_empty() => EpollTimeout::ZERO,
                     Some(deadline) => {
                         poll_timeout(deadline.saturating_duration_since(Instant::now()))
                     }
                     None => EpollTimeout::NONE,
                 };
                 match self.epoll.wait(&mut self.events, limit) {
+                    Ok(0) if !self.ready.is_empty() => break 0,
                     Ok(0) if deadline.is_some() => return Err(Error::Timeout),
                     Ok(0) => continue,
                     Ok(n) => break n,
@@ -305,11 +323,13 @@ impl Select {
                     Err(e) => return Err(Error::io("epoll_wait", e)),
                 }
             };
-            self.ready.clear();
             for event in &self.events[..count] {
                 let Some(Some(slot)) = self.slots.get(event.data() as usize) else {
                     continue;
                 };
+                if self.ready.contains(&slot.token) {
+                    continue;
+                }
                 let ready = match &slot.socket {
                     None => true,
                     // Dropped: its socket is gone from epoll too.

@@ -11,6 +11,11 @@
 //!                          2 pooled (the first descriptor is a memfd the
 //!                            sender reuses, body at offset 4096; the
 //!                            receiver copies it and writes 0 at offset 0)
+//!                          3 ring offer (no message: the descriptors are a
+//!                            sending process's ring memfd and the
+//!                            receiver's end of its private socket)
+//!                          4 wake (no message: the doorbell of a ring
+//!                            whose receiver was about to sleep)
 //!      4     4  descriptors attached, little endian, the body's memfd included
 //!      8     8  body length in bytes, little endian
 //! ```
@@ -47,6 +52,10 @@ pub(crate) enum Body {
     OutOfLine,
     /// In a memfd of the sender's pool, the first descriptor of the datagram.
     Pooled,
+    /// No message: a sending process offers a ring (see `transport::ring`).
+    RingOffer,
+    /// No message: a ring's doorbell.
+    Wake,
 }
 
 /// A parsed header.
@@ -97,6 +106,8 @@ impl Header {
             Body::Inline => 0,
             Body::OutOfLine => 1,
             Body::Pooled => 2,
+            Body::RingOffer => 3,
+            Body::Wake => 4,
         };
         out[4..8].copy_from_slice(&self.fds.to_le_bytes());
         out[8..16].copy_from_slice(&self.body_len.to_le_bytes());
@@ -119,6 +130,8 @@ impl Header {
             0 => Body::Inline,
             1 => Body::OutOfLine,
             2 => Body::Pooled,
+            3 => Body::RingOffer,
+            4 => Body::Wake,
             k => return Err(HeaderError::Kind(k)),
         };
         let mut fds = [0; 4];

@@ -86,3 +86,34 @@ pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // nothing else owns it.
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// How many times this process is a `fork` away from the one that loaded
+/// this library: state that must not be shared with a parent (the rings a
+/// sender writes, which one process writes alone) records the generation
+/// it was made in, and a child sees it change.
+pub(crate) fn fork_generation() -> u64 {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: the handler only increments an atomic, which is
+        // async-signal-safe, as a child handler of fork must be; it is
+        // registered once and never unregistered (it stays valid: a
+        // function item).
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forked));
+        }
+    });
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn forked() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The CPU this thread runs on, or 0 where the kernel will not say.
+pub(crate) fn current_cpu() -> u64 {
+    // SAFETY: sched_getcpu takes nothing and returns an int (-1 on error).
+    let cpu = unsafe { libc::sched_getcpu() };
+    u64::try_from(cpu).unwrap_or(0)
+}

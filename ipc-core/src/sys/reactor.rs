@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use nix::libc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -39,4 +40,20 @@ pub(crate) fn register_owned_writable(fd: OwnedFd) -> std::io::Result<AsyncFd<Ow
     // SAFETY: the AsyncFd owns `fd` and drops it only after deregistering,
     // so the number stays open and names the same file for its whole life.
     unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }.map_err(std::io::Error::from)
+}
+
+/// Whether the registered socket has room for a datagram now: when a send
+/// was refused as full and it has, what is full is the ring this process
+/// writes, which no readiness of the socket reports.
+pub(crate) fn writable_now(registration: &Registration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: registration.0,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `fd` is one valid pollfd, writable for the call, naming a
+    // descriptor its owner keeps open (see `Registration`); a zero timeout
+    // never blocks.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & libc::POLLOUT != 0
 }

@@ -315,19 +315,6 @@ pub(crate) fn finished(socket: BorrowedFd<'_>) -> bool {
     shut && queued_bytes(socket) == Ok(0)
 }
 
-/// Whether `socket` is readable now: a datagram is queued, or the peer
-/// is gone.
-pub(crate) fn readable_now(socket: BorrowedFd<'_>) -> bool {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN | libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: `fd` is one valid pollfd, writable for the call; a zero
-    // timeout never blocks.
-    unsafe { libc::poll(&mut fd, 1, 0) == 1 }
-}
-
 /// Whether the peer of `socket` has closed its end (or shut it down).
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) fn hung_up(socket: BorrowedFd<'_>) -> bool {
@@ -340,6 +327,32 @@ pub(crate) fn hung_up(socket: BorrowedFd<'_>) -> bool {
     // timeout never blocks.
     let ready = unsafe { libc::poll(&mut fd, 1, 0) };
     ready == 1 && fd.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+}
+
+/// The kind of the datagram at the head of `socket`'s queue, by a peek at
+/// its header (nothing is taken, no descriptor installed); `None` when
+/// nothing is queued, `Some(Inline)` for what has no header to tell (an
+/// end of stream, an empty datagram): a receive deals with it.
+pub(crate) fn peek_kind(socket: BorrowedFd<'_>) -> Option<crate::wire::Body> {
+    let mut head = [0u8; crate::wire::HEADER_LEN];
+    // SAFETY: `head` is valid for writes of its length for the call; with
+    // no control buffer, a peek installs no descriptor.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            head.as_mut_ptr().cast(),
+            head.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return match Errno::last() {
+            Errno::EAGAIN => None,
+            _ => Some(crate::wire::Body::Inline),
+        };
+    }
+    let kind = crate::wire::Header::parse(&head[..n as usize]).map(|h| h.body);
+    Some(kind.unwrap_or(crate::wire::Body::Inline))
 }
 
 /// Bytes queued for reading (`SIOCINQ`): on a seqpacket socket, those of

@@ -436,7 +436,13 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
     /// # }
     /// ```
     pub async fn recv(&self) -> Result<T> {
-        recv_with(&self.io, &self.decoding, || self.inner.try_recv_deferring()).await
+        recv_with(
+            &self.io,
+            &self.decoding,
+            || self.inner.try_recv_deferring(),
+            || self.inner.arm(),
+        )
+        .await
     }
 
     /// Takes the next message if one is queued, never waiting for one. A
@@ -484,9 +490,13 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
     /// # }
     /// ```
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        poll_recv_with(&self.io, &self.decoding, cx, || {
-            self.inner.try_recv_deferring()
-        })
+        poll_recv_with(
+            &self.io,
+            &self.decoding,
+            cx,
+            || self.inner.try_recv_deferring(),
+            || self.inner.arm(),
+        )
     }
 }
 

@@ -306,9 +306,12 @@ impl<Out, In: DeserializeOwned + Send + 'static> AsyncConnection<Out, In> {
     /// # }
     /// ```
     pub async fn recv(&self) -> Result<In> {
-        recv_with(&self.io, &self.decoding, || {
-            self.inner.receiver().try_recv_deferring()
-        })
+        recv_with(
+            &self.io,
+            &self.decoding,
+            || self.inner.receiver().try_recv_deferring(),
+            || self.inner.receiver().arm(),
+        )
         .await
     }
 

@@ -87,6 +87,7 @@ async fn recv_with<T: DeserializeOwned + Send + 'static>(
     io: &Io,
     decoding: &Decoding<T>,
     attempt: impl Fn() -> Result<Arrival<T>>,
+    arm: impl Fn() -> bool,
 ) -> Result<T> {
     let mut seen = None;
     loop {
@@ -95,6 +96,11 @@ async fn recv_with<T: DeserializeOwned + Send + 'static>(
         }
         match attempt() {
             Err(Error::Empty) => {
+                // Rings armed, so that their next record rings the socket;
+                // a record that came meanwhile is taken first.
+                if arm() {
+                    continue;
+                }
                 // Nothing since the readiness seen last: wait for more.
                 if let Some(mut guard) = seen.take() {
                     AsyncFdReadyGuard::clear_ready(&mut guard);
@@ -103,6 +109,8 @@ async fn recv_with<T: DeserializeOwned + Send + 'static>(
             }
             Ok(Arrival::Message(message)) => return Ok(message),
             Ok(Arrival::Large(body)) => decoding.start(body),
+            // Dealt with by the connection; never handed out.
+            Ok(Arrival::Offer { .. } | Arrival::Wake) => {}
             Err(e) => return Err(e),
         }
     }
@@ -114,6 +122,7 @@ fn poll_recv_with<T: DeserializeOwned + Send + 'static>(
     decoding: &Decoding<T>,
     cx: &mut Context<'_>,
     attempt: impl Fn() -> Result<Arrival<T>>,
+    arm: impl Fn() -> bool,
 ) -> Poll<Result<T>> {
     loop {
         if let Some(message) = ready!(decoding.poll_next(cx)) {
@@ -124,14 +133,20 @@ fn poll_recv_with<T: DeserializeOwned + Send + 'static>(
             seen = Some(ready.map_err(readiness_error)?);
         }
         match attempt() {
-            Err(Error::Empty) => match seen {
-                // Nothing since that readiness: cleared, and polled again
-                // to wait for more.
-                Some(mut guard) => guard.clear_ready(),
-                None => return Poll::Pending,
-            },
+            Err(Error::Empty) => {
+                if arm() {
+                    continue;
+                }
+                match seen {
+                    // Nothing since that readiness: cleared, and polled
+                    // again to wait for more.
+                    Some(mut guard) => guard.clear_ready(),
+                    None => return Poll::Pending,
+                }
+            }
             Ok(Arrival::Message(message)) => return Poll::Ready(Ok(message)),
             Ok(Arrival::Large(body)) => decoding.start(body),
+            Ok(Arrival::Offer { .. } | Arrival::Wake) => {}
             Err(e) => return Poll::Ready(Err(e)),
         }
     }
@@ -148,6 +163,7 @@ async fn try_recv_with<T: DeserializeOwned + Send + 'static>(
     }
     match attempt()? {
         Arrival::Message(message) => Ok(message),
+        Arrival::Offer { .. } | Arrival::Wake => Err(Error::Empty),
         Arrival::Large(body) => {
             decoding.start(body);
             // Another task waiting in `recv` may take it first.
@@ -160,16 +176,25 @@ async fn try_recv_with<T: DeserializeOwned + Send + 'static>(
 
 /// Waits for writability and runs `attempt` until it is not `Full`. Any
 /// number of tasks may wait at once.
+///
+/// A send refused as full while the socket has room met a full ring (the
+/// ring lane of this process), which no readiness reports: the task lets
+/// the runtime run, then naps until the receiving side has read some.
 async fn send_with<T>(
     io: &Io,
     mut message: T,
     attempt: impl Fn(T) -> Result<(), SendError<T>>,
 ) -> Result<(), SendError<T>> {
     let mut seen = None;
+    let mut naps = 0;
     loop {
         match attempt(message) {
             Err(e) if matches!(e.error(), Error::Full) => {
                 message = e.into_inner();
+                if crate::sys::reactor::writable_now(io.get_ref()) {
+                    wait_for_ring(&mut naps).await;
+                    continue;
+                }
                 if let Some(mut guard) = seen.take() {
                     AsyncFdReadyGuard::clear_ready(&mut guard);
                 }
@@ -181,4 +206,18 @@ async fn send_with<T>(
             result => return result,
         }
     }
+}
+
+/// Waits a moment for room in the ring this process writes: a few turns of
+/// the runtime, then naps on the blocking pool (no timer needed), each
+/// longer up to about 2 ms, so that a stalled receiver costs a waiting
+/// sender no CPU.
+async fn wait_for_ring(naps: &mut u32) {
+    *naps += 1;
+    if *naps <= 16 {
+        ::tokio::task::yield_now().await;
+        return;
+    }
+    let nap = std::time::Duration::from_micros(50 << (*naps - 16).min(5));
+    let _ = ::tokio::task::spawn_blocking(move || std::thread::sleep(nap)).await;
 }

@@ -7,6 +7,10 @@
 //!   datagram per message, its descriptors in `SCM_RIGHTS`; bodies over
 //!   [`INLINE_MAX`](crate::wire::INLINE_MAX) in a memfd ([`body`]), one of
 //!   the socket's reusable [`pool`] when it has one free;
+//! - the ring lane ([`ring`]): messages without descriptors through a ring
+//!   in shared memory, once the sending process has offered one and the
+//!   receiving end taken it up; what the receiving end reads in order, and
+//!   how it waits, is [`incoming`];
 //! - the waits ([`wait`]) shared by both: how long a call may wait, and how
 //!   it waits.
 //!
@@ -15,23 +19,24 @@
 //! buffer.
 
 pub(crate) mod body;
+mod incoming;
 pub(crate) mod pool;
+pub(crate) mod ring;
 mod socket;
 mod wait;
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bounded;
 use crate::credentials::PeerCredentials;
 use crate::error::{Error, Result};
 use crate::handshake::Pending;
-use crate::limits::Limits;
 use crate::sys::socket as sys;
 
 #[cfg(feature = "tokio")]
@@ -40,8 +45,16 @@ pub(crate) use socket::receive::{decode_datagram, Arrival};
 pub(crate) use wait::{poll_timeout, wait_readable, Wait};
 
 use pool::Pool;
-use socket::receive::Inbox;
+use ring::{Inbound, Outbound};
+use socket::receive::{Inbox, Stashed};
 use socket::send::Outbox;
+
+/// Whether sends may take the ring lane unless told otherwise: yes, but
+/// for a process started with `IPC_CORE_RING=off`.
+fn ring_by_default() -> bool {
+    static DEFAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| std::env::var_os("IPC_CORE_RING").is_none_or(|v| v != "off"))
+}
 
 /// A connected `AF_UNIX` `SOCK_SEQPACKET` socket that speaks this protocol.
 #[derive(Debug)]
@@ -54,6 +67,17 @@ pub(crate) struct Socket {
     sealed_in_flight: AtomicUsize,
     /// What is known of the process at the other end.
     peer: Peer,
+    /// Whether this process's sends may take the ring lane.
+    ring: AtomicBool,
+    /// The ring this process writes to the peer, once offered.
+    outbound: Mutex<Outbound>,
+    /// The rings the peer's processes write to this end.
+    inbound: Mutex<Inbound>,
+    /// A datagram a `Select` took off the socket when it was after a
+    /// doorbell (another thread had taken that): the next receive's.
+    stash: Mutex<Option<Stashed>>,
+    /// Whether `stash` holds one: most receives look at this alone.
+    stashed: AtomicBool,
 }
 
 /// What is known of the process at the other end of a socket.
@@ -99,7 +123,39 @@ impl Socket {
             pool: Pool::default(),
             sealed_in_flight: AtomicUsize::new(0),
             peer,
+            ring: AtomicBool::new(ring_by_default()),
+            outbound: Mutex::default(),
+            inbound: Mutex::default(),
+            stash: Mutex::new(None),
+            stashed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this process's sends may take the ring lane.
+    #[inline]
+    pub(crate) fn ring_enabled(&self) -> bool {
+        self.ring.load(Ordering::Relaxed)
+    }
+
+    /// Keeps this process's sends on the socket lane (`false`), or lets
+    /// them take the ring lane. A ring already offered stays.
+    pub(crate) fn set_ring(&self, enabled: bool) {
+        self.ring.store(enabled, Ordering::Relaxed);
+    }
+
+    pub(crate) fn outbound(&self) -> MutexGuard<'_, Outbound> {
+        self.outbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn inbound(&self) -> MutexGuard<'_, Inbound> {
+        self.inbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes this process sent to the peer and the peer has not read: on
+    /// the socket, and on the private socket of this process's ring.
+    pub(crate) fn unread_bytes(&self) -> std::result::Result<usize, nix::errno::Errno> {
+        let main = sys::unread_bytes(self.as_fd())?;
+        Ok(main + self.outbound().private_unread())
     }
 
     pub(crate) fn pair() -> Result<(Socket, Socket)> {
@@ -120,6 +176,12 @@ impl Socket {
         self.fd
     }
 
+    /// Whether the peer's processes write rings to this end: then the
+    /// socket alone is not all that comes in.
+    pub(crate) fn has_rings(&self) -> bool {
+        self.inbound().has_rings()
+    }
+
     /// Reads and checks the peer's greeting if it is still to come before
     /// the first message, within `wait`.
     #[inline]
@@ -127,20 +189,6 @@ impl Socket {
         match &self.peer {
             Peer::Greeting(pending) => pending.settle(self, wait),
             _ => Ok(()),
-        }
-    }
-
-    /// Whether a receive now would give a message or an error, for a
-    /// `Select` that saw the socket readable: what the protocol sends
-    /// besides messages (a spawned child's greeting) is read first.
-    pub(crate) fn has_message(&self) -> bool {
-        match &self.peer {
-            Peer::Greeting(pending) => match pending.settle(self, Wait::Never) {
-                Ok(()) => sys::readable_now(self.as_fd()),
-                Err(Error::Empty) => false,
-                Err(_) => true,
-            },
-            _ => true,
         }
     }
 
@@ -168,44 +216,6 @@ impl Socket {
         with_buffer(&OUTBOX, Outbox::new, |outbox| {
             outbox.send(self, message, wait)
         })
-    }
-
-    /// Receives one datagram and decodes it as a `T`, within `limits`.
-    #[inline]
-    pub(crate) fn recv<T: DeserializeOwned + 'static>(
-        &self,
-        limits: &Limits,
-        wait: Wait,
-    ) -> Result<T> {
-        with_buffer(&INBOX, Inbox::new, |inbox| {
-            inbox.recv(self.fd.as_fd(), limits, wait, None, false)
-        })
-        .and_then(Arrival::decoded)
-    }
-
-    /// Receives a message if one is queued; a body over 1 MiB comes back
-    /// undecoded, for the caller to decode where it may take its time.
-    pub(crate) fn try_recv_deferring<T: DeserializeOwned + 'static>(
-        &self,
-        limits: &Limits,
-    ) -> Result<Arrival<T>> {
-        with_buffer(&INBOX, Inbox::new, |inbox| {
-            inbox.recv(self.fd.as_fd(), limits, Wait::Never, None, true)
-        })
-    }
-
-    /// Receives as [`recv`](Socket::recv) does, and what the kernel
-    /// attached about the sender (when this socket asked for it).
-    pub(crate) fn recv_from<T: DeserializeOwned + 'static>(
-        &self,
-        limits: &Limits,
-        wait: Wait,
-        sender: &mut sys::Sender,
-    ) -> Result<T> {
-        with_buffer(&INBOX, Inbox::new, |inbox| {
-            inbox.recv(self.fd.as_fd(), limits, wait, Some(sender), false)
-        })
-        .and_then(Arrival::decoded)
     }
 }
 

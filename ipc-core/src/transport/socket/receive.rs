@@ -27,6 +27,8 @@ pub(crate) struct Inbox {
     slots: Vec<Option<OwnedFd>>,
     /// Bodies up to `body::COPY_MAX` are copied here, made on first use.
     spill: Vec<u8>,
+    /// Ring records are copied here before they are decoded.
+    pub(crate) record: Vec<u8>,
 }
 
 impl Inbox {
@@ -40,6 +42,8 @@ impl Inbox {
             fds: Vec::with_capacity(MAX_FDS),
             slots: Vec::with_capacity(MAX_FDS),
             spill: Vec::new(),
+            // Room for the largest record: a receive never grows it.
+            record: Vec::with_capacity(super::super::ring::slots::MAX_BODY),
         }
     }
 
@@ -71,6 +75,72 @@ impl Inbox {
             self.fds.clear();
             return result;
         }
+    }
+
+    /// Receives one datagram from `socket` without waiting, to be decoded
+    /// by [`finish`](Inbox::finish): the message a ring's placeholder stands
+    /// for, read while the rings are locked and decoded after.
+    pub(crate) fn receive_only(&mut self, socket: BorrowedFd<'_>, room: usize) -> Result<Received> {
+        self.fds.clear();
+        self.receive(socket, room.min(MAX_FDS), Wait::Never, None)
+    }
+
+    /// What the datagram just received is, by its header: `None` when it
+    /// has no header to tell.
+    pub(crate) fn kind(&self, received: &Received) -> Option<Body> {
+        Header::parse(&self.datagram[..received.len])
+            .ok()
+            .map(|h| h.body)
+    }
+
+    /// Keeps the datagram just received, with its descriptors, for a later
+    /// receive to decode ([`unstash`](Inbox::unstash)).
+    pub(crate) fn stash(&mut self, received: Received) -> Stashed {
+        Stashed {
+            datagram: self.datagram[..received.len].to_vec(),
+            fds: self.fds.drain(..).collect(),
+            received,
+        }
+    }
+
+    /// Puts a kept datagram back in the buffers, to [`finish`](Inbox::finish).
+    pub(crate) fn unstash(&mut self, stashed: Stashed) -> Received {
+        let Stashed {
+            datagram,
+            fds,
+            received,
+        } = stashed;
+        self.datagram[..datagram.len()].copy_from_slice(&datagram);
+        self.fds.clear();
+        self.fds.extend(fds);
+        received
+    }
+
+    /// Decodes what [`receive_only`](Inbox::receive_only) received.
+    pub(crate) fn finish<T: DeserializeOwned + 'static>(
+        &mut self,
+        received: Received,
+        limits: &Limits,
+        defer: bool,
+    ) -> Result<Arrival<T>> {
+        let result = self.decode(received, limits, defer);
+        self.fds.clear();
+        result
+    }
+
+    /// Decodes a ring record's body, copied into [`record`](Inbox::record).
+    pub(crate) fn decode_record<T: DeserializeOwned + 'static>(
+        &mut self,
+        limits: &Limits,
+    ) -> Result<Arrival<T>> {
+        if self.record.len() as u64 > limits.max_bytes() {
+            return Err(Error::TooLarge {
+                len: self.record.len() as u64,
+                max: limits.max_bytes(),
+            });
+        }
+        self.fds.clear();
+        decode_body(&self.record, &mut self.fds, &mut self.slots, limits).map(Arrival::Message)
     }
 
     #[inline]
@@ -111,7 +181,10 @@ impl Inbox {
                     // Another thread took the message poll saw: wait again.
                     Wait::Until(_) => continue,
                 },
-                Err(Errno::ECONNRESET) => return Err(Error::Disconnected),
+                // The peer closed with datagrams of ours unread: the kernel
+                // says so once, before what the peer sent is read. What it
+                // sent is still queued, then the end of the stream.
+                Err(Errno::ECONNRESET) => continue,
                 Err(e) => return Err(Error::io("recvmsg", e)),
             }
         }
@@ -151,6 +224,22 @@ impl Inbox {
             return Err(refused::fd_count(header.fds, arrived));
         }
         match header.body {
+            Body::RingOffer => {
+                check_out_of_line(datagram.len())?;
+                if self.fds.len() != 2 {
+                    return Err(refused::fd_count(2, self.fds.len()));
+                }
+                let private = self.fds.remove(1);
+                let ring = self.fds.remove(0);
+                Ok(Arrival::Offer { ring, private })
+            }
+            Body::Wake => {
+                check_out_of_line(datagram.len())?;
+                if !self.fds.is_empty() {
+                    return Err(refused::fd_count(0, self.fds.len()));
+                }
+                Ok(Arrival::Wake)
+            }
             Body::Inline => {
                 check_len(&header, limits)?;
                 let body = &datagram[HEADER_LEN..];
@@ -225,12 +314,30 @@ impl Inbox {
     }
 }
 
+/// A datagram received and not decoded yet, with its descriptors: what a
+/// `Select` took off the socket when it was after something else.
+#[derive(Debug)]
+pub(crate) struct Stashed {
+    datagram: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    received: Received,
+}
+
 /// What a receive gives: a message, or (when the caller asked for it) a
-/// large body still to be decoded.
+/// large body still to be decoded; from the socket lane, also what is no
+/// message but the ring lane's (an offer, a doorbell), for the connection
+/// to act on.
 #[derive(Debug)]
 pub(crate) enum Arrival<T> {
     Message(T),
     Large(LargeBody),
+    /// A sending process offers its ring and private socket.
+    Offer {
+        ring: OwnedFd,
+        private: OwnedFd,
+    },
+    /// A ring's doorbell: records wait in a ring.
+    Wake,
 }
 
 impl<T: DeserializeOwned + 'static> Arrival<T> {
@@ -240,6 +347,9 @@ impl<T: DeserializeOwned + 'static> Arrival<T> {
         match self {
             Arrival::Message(message) => Ok(message),
             Arrival::Large(body) => body.decode(),
+            Arrival::Offer { .. } | Arrival::Wake => Err(Error::Decode(
+                "a ring offer or doorbell came where a message was due".into(),
+            )),
         }
     }
 }

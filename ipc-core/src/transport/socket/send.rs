@@ -56,7 +56,9 @@ impl Outbox {
                 };
                 header.write(head_array(head));
                 let datagram = &self.datagram[..HEADER_LEN + body_len];
-                transmit(socket.as_fd(), datagram, &self.fds, wait)
+                let body = &datagram[HEADER_LEN..];
+                let record = self.fds.is_empty().then_some(body);
+                deliver(socket, datagram, &self.fds, record, wait)
             }
             Err(postcard::Error::SerializeBufferFull) => {
                 self.send_out_of_line(socket, message, wait)
@@ -165,12 +167,50 @@ impl Outbox {
             body_len: body_len as u64,
         }
         .write(head);
-        transmit(
-            socket.as_fd(),
-            &self.datagram[..HEADER_LEN],
-            &self.fds,
-            wait,
-        )
+        deliver(socket, &self.datagram[..HEADER_LEN], &self.fds, None, wait)
+    }
+}
+
+/// Sends one datagram on the lane this process is on with `socket`: the
+/// socket itself, or, with a ring active, the ring's private socket and a
+/// placeholder record after it. A message without descriptors whose body
+/// (`record`) fits a ring record goes into the ring instead.
+fn deliver(
+    socket: &Socket,
+    datagram: &[u8],
+    fds: &[RawFd],
+    record: Option<&[u8]>,
+    wait: Wait,
+) -> Result<()> {
+    let main = socket.as_fd();
+    // Even with the ring lane turned off, a ring in use stays in use: a
+    // message on the socket could overtake its records.
+    let mut outbound = socket.outbound();
+    if let Some(body) = record {
+        if outbound.push(main, body, wait)? {
+            return Ok(());
+        }
+    }
+    if !outbound.route(main, wait)? {
+        transmit(main, datagram, fds, wait)?;
+        if socket.ring_enabled() {
+            outbound.sent_on_socket(main, record.is_some_and(super::super::ring::fits));
+        }
+        return Ok(());
+    }
+    let sent = match outbound.private() {
+        Some(private) => transmit(private, datagram, fds, wait),
+        None => Err(Error::Disconnected),
+    };
+    match sent {
+        Ok(()) => outbound.placeholder(main),
+        // Nothing reads the ring any more: the socket says whether the
+        // receiving end is gone too.
+        Err(Error::Disconnected) => {
+            outbound.lost();
+            transmit(main, datagram, fds, wait)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -187,7 +227,7 @@ impl Outbox {
 fn wait_for_slot(socket: &Socket, size: usize, wait: Wait) -> Claim {
     let mut backoff = Backoff::new();
     loop {
-        match socket::unread_bytes(socket.as_fd()) {
+        match socket.unread_bytes() {
             Ok(0) | Err(_) => return Claim::Never,
             Ok(_) => {}
         }
@@ -211,7 +251,7 @@ fn wait_for_slot(socket: &Socket, size: usize, wait: Wait) -> Claim {
 /// goes, however large, so a thread that sends a large body to a channel
 /// it reads itself is held up only at the second.
 fn may_send_sealed(socket: &Socket, size: usize) -> bool {
-    match socket::unread_bytes(socket.as_fd()) {
+    match socket.unread_bytes() {
         Ok(0) | Err(_) => {
             socket.sealed_in_flight.store(0, Ordering::Relaxed);
             true

@@ -1,0 +1,349 @@
+//! The sending side of the ring lane: the ring this process writes into
+//! one socket's peer, from the offer to its end.
+//!
+//! A process that has sent a few messages on a socket offers a ring: a
+//! size-sealed memfd it lays out, and one end of a private socket pair,
+//! sent together in one datagram on the socket. Until the receiving side
+//! has accepted the ring, and has read every datagram sent on the socket
+//! before (so nothing on the socket lane is overtaken), messages go on the
+//! socket as before. Then a message without descriptors whose body fits
+//! is one record in the ring; any other message is a datagram on the
+//! private socket, followed by a placeholder record that keeps its place
+//! in the order. A receiver about to sleep arms the ring, and the next
+//! record rings the doorbell: a datagram on the socket, which epoll,
+//! tokio and a blocking receive all see.
+//!
+//! The ring is this process's alone: after a `fork`, the child makes one
+//! of its own. A receiving side that refuses the ring, breaks it, or is
+//! gone (its end of the private socket closed) sends this process back to
+//! the socket lane.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use super::super::wait::{Backoff, Wait};
+use super::slots::{self, Slots, State};
+use crate::error::{Error, Result};
+use crate::sealing;
+use crate::sys;
+use crate::sys::mmap::WriteMap;
+use crate::wire::{Body, Header, HEADER_LEN};
+
+/// Messages that would fit a record a process sends on a socket before it
+/// offers a ring: a channel used for one reply never pays for one.
+const OFFER_AFTER: u32 = 2;
+
+/// Records between two looks at whether the receiving side is still there.
+const LIVENESS_EVERY: u32 = 256;
+
+/// The least time between two looks at an idle ring's reader.
+const LIVENESS_AFTER: Duration = Duration::from_micros(50);
+
+/// Records between two notes of the CPU the producer runs on.
+const CPU_EVERY: u32 = 16;
+
+/// A socket's sending side of the ring lane, in this process.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    state: Lane,
+    /// Socket-lane messages sent since the last offer was decided.
+    sent: u32,
+    /// The fork generation this state was made in.
+    fork: u64,
+}
+
+#[derive(Debug)]
+enum Lane {
+    /// No ring yet.
+    Socket,
+    /// Offered; messages still go on the socket.
+    Offered(Ring),
+    /// Accepted: messages go through the ring.
+    Active(Ring),
+    /// Refused, broken, or turned off: the socket lane for good.
+    Off,
+}
+
+/// A ring this process writes.
+#[derive(Debug)]
+struct Ring {
+    map: WriteMap,
+    /// This process's end of the private socket: datagrams that take a
+    /// placeholder's place go here.
+    private: OwnedFd,
+    /// The producer's own count of slots written.
+    position: u64,
+    records: u32,
+    /// When the reader's liveness was last looked at.
+    looked: Instant,
+}
+
+impl Ring {
+    fn slots(&self) -> Option<Slots<'_>> {
+        slots_of(&self.map)
+    }
+}
+
+/// The producer's view of the ring in `map`.
+fn slots_of(map: &WriteMap) -> Option<Slots<'_>> {
+    Slots::own(map.atomics::<AtomicU64>()?)
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            state: Lane::Socket,
+            sent: 0,
+            fork: sys::process::fork_generation(),
+        }
+    }
+}
+
+impl Outbound {
+    /// Brings the state up to date before a send: a ring made before a
+    /// `fork` is the parent's; an offered one may have been accepted.
+    fn refresh(&mut self, socket: BorrowedFd<'_>) {
+        let generation = sys::process::fork_generation();
+        if generation != self.fork {
+            // This process's copy of the parent's ring is dropped (its
+            // mapping and descriptors here, nothing of the parent's).
+            *self = Outbound {
+                fork: generation,
+                ..Outbound::default()
+            };
+        }
+        let Lane::Offered(ring) = &self.state else {
+            return;
+        };
+        match ring.slots().map(|s| s.state()) {
+            // Not taken up yet: the socket lane meanwhile.
+            Some(State::Offered) => {}
+            // Taken up. Once everything sent on the socket before is read,
+            // the ring's records cannot overtake it.
+            Some(State::Accepted) => {
+                if sys::socket::unread_bytes(socket) == Ok(0) {
+                    if let Lane::Offered(ring) = std::mem::replace(&mut self.state, Lane::Off) {
+                        self.state = Lane::Active(ring);
+                    }
+                }
+            }
+            // Refused, or broken.
+            _ => self.state = Lane::Off,
+        }
+    }
+
+    /// Sends `body`, a message without descriptors, as one ring record, if
+    /// the ring is active and takes it. `Ok(false)`: the caller sends it on
+    /// the socket lane instead.
+    pub(crate) fn push(&mut self, socket: BorrowedFd<'_>, body: &[u8], wait: Wait) -> Result<bool> {
+        self.refresh(socket);
+        if body.len() > slots::MAX_BODY || !matches!(self.state, Lane::Active(_)) {
+            return Ok(false);
+        }
+        match self.write(socket, slots::KIND_MESSAGE, body, wait) {
+            Ok(()) => Ok(true),
+            // The receiving side is gone: the socket lane tells the sender.
+            Err(Error::Disconnected) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a message that is no ring record goes on the ring's private
+    /// socket (`true`, and [`placeholder`](Outbound::placeholder) after it)
+    /// or on the socket. With an active ring, the ring must first have
+    /// room for the placeholder, so that a send that must not wait fails
+    /// before anything went.
+    pub(crate) fn route(&mut self, socket: BorrowedFd<'_>, wait: Wait) -> Result<bool> {
+        self.refresh(socket);
+        let Lane::Active(ring) = &self.state else {
+            return Ok(false);
+        };
+        match room(ring, 1, wait) {
+            Ok(()) => Ok(true),
+            Err(Error::Disconnected) => {
+                self.lost();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The ring's private socket, while a ring is active.
+    pub(crate) fn private(&self) -> Option<BorrowedFd<'_>> {
+        match &self.state {
+            Lane::Active(ring) => Some(ring.private.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// Nothing reads the ring any more: back to the socket lane, and a new
+    /// offer later (to whoever holds the receiving end now).
+    pub(crate) fn lost(&mut self) {
+        self.state = Lane::Socket;
+        self.sent = 0;
+    }
+
+    /// Bytes of datagrams sent on the private socket and not read yet.
+    pub(crate) fn private_unread(&self) -> usize {
+        self.private()
+            .and_then(|fd| sys::socket::unread_bytes(fd).ok())
+            .unwrap_or(0)
+    }
+
+    /// The placeholder of a message just sent on the private socket.
+    pub(crate) fn placeholder(&mut self, socket: BorrowedFd<'_>) -> Result<()> {
+        // [`route`] made room for it, and only consumers change slots now.
+        self.write(socket, slots::KIND_PLACEHOLDER, &[], Wait::Never)
+    }
+
+    /// Notes a message sent on the socket lane; after a few that would
+    /// have been ring records (`fits`), offers a ring. A socket that only
+    /// carries large bodies or descriptors never pays for one.
+    pub(crate) fn sent_on_socket(&mut self, socket: BorrowedFd<'_>, fits: bool) {
+        if !fits || !matches!(self.state, Lane::Socket) {
+            return;
+        }
+        self.sent += 1;
+        if self.sent < OFFER_AFTER {
+            return;
+        }
+        self.sent = 0;
+        // No memory, no descriptors, or a full socket: the socket lane
+        // goes on, and the offer is made again later.
+        if let Ok(ring) = offer(socket) {
+            self.state = Lane::Offered(ring);
+        }
+    }
+
+    /// Writes one record, waiting for room as `wait` allows, and rings the
+    /// doorbell if the receiving side was about to sleep.
+    fn write(&mut self, socket: BorrowedFd<'_>, kind: u32, body: &[u8], wait: Wait) -> Result<()> {
+        let Lane::Active(ring) = &mut self.state else {
+            return Err(Error::Disconnected);
+        };
+        let n = slots::span(body.len());
+        if let Err(e) = room(ring, n, wait) {
+            if matches!(e, Error::Disconnected) {
+                self.lost();
+            }
+            return Err(e);
+        }
+        let Some(slots) = slots_of(&ring.map) else {
+            self.state = Lane::Off;
+            return Err(Error::Disconnected);
+        };
+        let idle = slots.drained(ring.position);
+        if !slots.push(ring.position, kind, body) {
+            // `room` saw the slots free; only a peer writing our side of
+            // the ring takes them back.
+            self.state = Lane::Off;
+            return Err(Error::Disconnected);
+        }
+        ring.position += n as u64;
+        ring.records = ring.records.wrapping_add(1);
+        if ring.records % CPU_EVERY == 0 {
+            slots.set_cpu(sys::process::current_cpu());
+        }
+        let gone = if slots.take_waiting() {
+            // The doorbell's send tells whether anyone is left to wake.
+            !wake(socket)
+        } else if idle || ring.records % LIVENESS_EVERY == 0 {
+            // A reader that took everything may have left since: a look,
+            // at most one a few microseconds, so that a send after the
+            // receiving side is gone says so, as on the socket lane.
+            let now = Instant::now();
+            let due = ring.records % LIVENESS_EVERY == 0
+                || now.duration_since(ring.looked) >= LIVENESS_AFTER;
+            if due {
+                ring.looked = now;
+            }
+            due && sys::socket::hung_up(ring.private.as_fd())
+        } else {
+            false
+        };
+        if gone {
+            // Every process that could read the ring is gone: the record
+            // is lost with them, and the socket lane tells the sender.
+            self.lost();
+            return Err(Error::Disconnected);
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the ring has `n` free slots at the producer's position, as
+/// `wait` allows: `Error::Full` when it must not wait, `Error::Timeout` at
+/// the deadline, `Error::Disconnected` when no process could read the ring
+/// any more.
+fn room(ring: &Ring, n: usize, wait: Wait) -> Result<()> {
+    let mut backoff = Backoff::new();
+    loop {
+        let Some(slots) = ring.slots() else {
+            return Err(Error::Disconnected);
+        };
+        if slots.has_room(ring.position, n) {
+            return Ok(());
+        }
+        if matches!(wait, Wait::Never) {
+            return Err(Error::Full);
+        }
+        if sys::socket::hung_up(ring.private.as_fd()) {
+            return Err(Error::Disconnected);
+        }
+        if !backoff.sleep_within(wait) {
+            return Err(Error::Timeout);
+        }
+    }
+}
+
+/// Makes a ring and offers it on `socket`.
+fn offer(socket: BorrowedFd<'_>) -> Result<Ring> {
+    let len = slots::words(slots::SLOTS) * 8;
+    let memfd = sealing::create(c"ipc-core-ring", len as u64)?;
+    sealing::seal(memfd.as_fd(), sealing::SIZE_SEALS)?;
+    let map = WriteMap::new(memfd.as_fd(), len).map_err(|e| Error::io("mmap", e))?;
+    let words = map
+        .atomics::<AtomicU64>()
+        .ok_or_else(|| Error::Layout("a ring's mapping is not a whole number of words".into()))?;
+    Slots::init(words, slots::SLOTS)
+        .ok_or_else(|| Error::Layout("a ring does not fit its mapping".into()))?;
+    let (private, theirs) =
+        sys::socket::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
+    let mut head = [0u8; HEADER_LEN];
+    Header {
+        body: Body::RingOffer,
+        fds: 2,
+        body_len: 0,
+    }
+    .write(&mut head);
+    let fds = [
+        std::os::fd::AsRawFd::as_raw_fd(&memfd),
+        std::os::fd::AsRawFd::as_raw_fd(&theirs),
+    ];
+    sys::socket::send(socket, &head, &fds, true).map_err(|e| Error::io("sendmsg", e))?;
+    Ok(Ring {
+        map,
+        private,
+        position: 0,
+        records: 0,
+        looked: Instant::now(),
+    })
+}
+
+/// Rings the doorbell: a wake datagram on the socket. A full socket needs
+/// none: what fills it wakes the receiver. `false` when the receiving side
+/// is gone.
+fn wake(socket: BorrowedFd<'_>) -> bool {
+    let mut head = [0u8; HEADER_LEN];
+    Header {
+        body: Body::Wake,
+        fds: 0,
+        body_len: 0,
+    }
+    .write(&mut head);
+    !matches!(
+        sys::socket::send(socket, &head, &[], true),
+        Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET)
+    )
+}
