@@ -190,8 +190,13 @@ fn the_wire_is_little_endian_bytes_and_hostile_bytes_are_refused() {
         )
     );
 
-    let before = fd_count();
     let good = wire(&[7, 0, 0, 0], &[1], &[0x41, 0, 0, 0], &[0; 6]);
+    // The first messages set up the ring lane (and its descriptors).
+    for _ in 0..4 {
+        rx.send(good.clone()).unwrap();
+        tx.recv().unwrap();
+    }
+    let before = fd_count();
     let hostile = [
         wire(&[7, 0, 0], &[1], &[0x41, 0, 0, 0], &[0; 6]),
         wire(&[7, 0, 0, 0], &[2], &[0x41, 0, 0, 0], &[0; 6]),

@@ -115,6 +115,7 @@ fn regression_inputs_replay_cleanly() {
         ("header", harness::header as fn(&[u8])),
         ("decode", harness::decode),
         ("receive", harness::receive),
+        ("ring", harness::ring),
     ] {
         let Ok(entries) = std::fs::read_dir(root.join(target)) else {
             continue;

@@ -11,6 +11,7 @@ use ipc_core::{channel, Error, Fd, Limits, Receiver, Sender};
 use nix::fcntl::SealFlag;
 use support::{
     close_in_child, dev_nulls, fd_count, fork_child, header, inline_frame, memfd, send_raw, serial,
+    turn_on, SO_PASSPIDFD,
 };
 
 /// The message type the receiver expects: a tag and some descriptors.
@@ -288,25 +289,6 @@ fn a_refused_pooled_body_is_still_handed_back() {
     }
 }
 
-/// `SO_PASSPIDFD` (Linux 6.5): the kernel attaches a pidfd of the sender to
-/// every datagram the socket receives.
-const SO_PASSPIDFD: i32 = 76;
-
-fn turn_on(socket: &impl AsFd, option: i32) {
-    let on: nix::libc::c_int = 1;
-    // SAFETY: `on` is a valid int for the call, and its size is passed.
-    let rc = unsafe {
-        nix::libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            option,
-            (&on as *const nix::libc::c_int).cast(),
-            std::mem::size_of_val(&on) as nix::libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt {option}");
-}
-
 /// A peer hands over a channel end whose socket it told the kernel to
 /// attach credentials and a pidfd to every datagram: the pidfds are closed
 /// as they come, and a message with the most descriptors still fits.
@@ -321,6 +303,9 @@ fn control_messages_a_peer_turns_on_leak_nothing_and_take_no_room() {
         turn_on(&rx, nix::libc::SO_PASSCRED);
         turn_on(&rx, SO_PASSPIDFD);
         carrier_tx.send(rx).unwrap();
+        // Every message a datagram on that socket (tests/ring.rs does the
+        // same to a ring's private socket).
+        tx.set_ring_lane(false);
         for i in 0..100 {
             tx.send((i, vec![])).unwrap();
         }

@@ -285,3 +285,43 @@ pub fn memfd_mappings() -> usize {
         .filter(|l| l.contains("/memfd:"))
         .count()
 }
+
+/// `SO_PASSPIDFD` (Linux 6.5): the kernel attaches a pidfd of the sender to
+/// every datagram the socket receives.
+pub const SO_PASSPIDFD: i32 = 76;
+
+/// Turns a boolean socket option on, as a peer may on an end it hands over.
+pub fn turn_on(socket: &impl AsFd, option: i32) {
+    let on: nix::libc::c_int = 1;
+    // SAFETY: `on` is a valid int for the call, and its size is passed.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            option,
+            (&on as *const nix::libc::c_int).cast(),
+            std::mem::size_of_val(&on) as nix::libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {option}");
+}
+
+/// Whether the peer of a connected socket has closed its end.
+pub fn is_hung_up(socket: &impl AsFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // A peer's close shuts both directions of a unix socket: POLLHUP.
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).unwrap();
+    fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu() -> std::time::Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_THREAD).unwrap();
+    let (user, system) = (usage.user_time(), usage.system_time());
+    std::time::Duration::from_secs((user.tv_sec() + system.tv_sec()) as u64)
+        + std::time::Duration::from_micros((user.tv_usec() + system.tv_usec()) as u64)
+}
