@@ -104,6 +104,14 @@ pub fn header(data: &[u8]) {
     let _ = fuzz::header(data);
 }
 
+/// A ring's memory as a hostile sender may write it (its head word, then
+/// its slots): records are taken, each at most a record's length, and the
+/// take ends, whatever the memory holds.
+pub fn ring(data: &[u8]) {
+    let taken = fuzz::ring(data);
+    assert!(taken <= 2048, "more records than slots");
+}
+
 /// The body decode of `Msg` with descriptors of several kinds attached.
 pub fn decode(data: &[u8]) {
     let before = fd_count();

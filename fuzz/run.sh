@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-for target in header decode receive; do
+for target in header decode receive ring; do
     mkdir -p "corpus/$target"
     cargo +nightly fuzz run "$target" "corpus/$target" "regressions/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=4096 2>&1 | tee "/tmp/fuzz-$target.log" | grep -E "^#[0-9]+.*(DONE|pulse)|ERROR|panicked" || true
