@@ -1,8 +1,9 @@
 //! A hostile peer in another process sends bodies that are well formed but
-//! built to exhaust the decoder: values nested until the stack overflows,
-//! sequences of zero-sized elements that never end, empty datagrams and a
-//! half-closed socket. Each is a clear error or the end of the channel, at
-//! once, with nothing leaked, and honest messages still arrive.
+//! built to exhaust the decoder: values nested until the stack overflows
+//! (by their count, or by the size of each level), sequences of zero-sized
+//! elements that never end, empty datagrams and a half-closed socket. Each
+//! is a clear error or the end of the channel, at once, with nothing
+//! leaked, and honest messages still arrive.
 
 mod support;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use ipc_core::{channel, Error, IpcMessage, Limits, Select};
 use nix::fcntl::SealFlag;
 use nix::sys::socket::{shutdown, Shutdown};
+use nix::sys::wait::{waitpid, WaitStatus};
 use support::{
     close_in_child, fd_count, fork_child, header, inline_frame, memfd, send_raw, serial,
 };
@@ -124,6 +126,118 @@ fn the_depth_limit_is_the_receivers_to_set() {
         levels += 1;
     }
     assert_eq!(levels, 200);
+}
+
+/// A batch of writes, each of a 4 KiB page: an ordinary recursive type
+/// whose levels are large. The page is inline on purpose: each level of
+/// the decode holds it on the stack.
+#[allow(clippy::large_enum_variant)]
+#[derive(IpcMessage, Debug)]
+enum Command {
+    Write { key: [u8; 32], page: [u8; 4096] },
+    Batch(Vec<Command>),
+}
+
+/// The same with 16 KiB pages.
+#[allow(clippy::large_enum_variant)]
+#[derive(IpcMessage, Debug)]
+enum BigCommand {
+    Write { key: [u8; 32], page: [u8; 16384] },
+    Batch(Vec<BigCommand>),
+}
+
+/// A body of `levels` nested one-element batches around one write: two
+/// levels of nesting each (the enum and the Vec), so 60 of them are well
+/// inside the default depth of 128.
+fn nested_batches<T: serde::Serialize>(levels: usize, write: &T) -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..levels {
+        body.extend([1u8, 1]); // variant Batch, a Vec of one
+    }
+    body.extend(postcard::to_allocvec(write).unwrap());
+    body
+}
+
+/// In a forked child (a stack overflow would take the whole test binary
+/// down): receives `hostile` then `honest` as `T` on a thread with a
+/// 2 MiB stack, asserts the first is refused for the stack it would take
+/// and the second decoded, with no descriptor left behind.
+fn refused_for_its_stack_in_child<T: IpcMessage + std::fmt::Debug + Send + 'static>(
+    hostile: Vec<u8>,
+    honest: Vec<u8>,
+) {
+    let child = fork_child(move || {
+        let before = fd_count();
+        let (tx, rx) = channel::<T>().unwrap();
+        let raw = tx.as_fd().try_clone_to_owned().unwrap();
+        send_raw(&raw, &inline_frame(0, &hostile), &[]);
+        send_raw(&raw, &inline_frame(0, &honest), &[]);
+        let rx = on_small_stack(move || {
+            match rx.recv() {
+                Err(Error::Decode(why)) => assert!(why.contains("Limits::max_stack"), "{why}"),
+                other => panic!("expected a refusal for the stack, got {other:?}"),
+            }
+            rx.recv()
+                .unwrap_or_else(|e| panic!("the honest message: {e}"));
+            rx
+        });
+        drop((tx, rx, raw));
+        assert_eq!(fd_count(), before);
+    });
+    match waitpid(child.pid(), None).unwrap() {
+        WaitStatus::Exited(_, 0) => {}
+        status => panic!("the receiving process ended with {status:?}"),
+    }
+}
+
+/// The stack one level of nesting takes grows with the size of the value
+/// at that level, so [`Limits::max_depth`] alone does not keep a 2 MiB
+/// stack safe: 60 levels of a 4 KiB page (120 of the 128 allowed) would
+/// overflow it. The decode also bounds the stack it takes
+/// ([`Limits::max_stack`], 512 KiB): such a body is refused with a decode
+/// error naming that limit, in debug and release builds, and a shallow
+/// batch of the same type is decoded after it.
+#[test]
+fn a_nested_batch_of_pages_is_refused_for_its_stack_not_a_crash() {
+    let _serial = serial();
+    let write = Command::Write {
+        key: [1; 32],
+        page: [2; 4096],
+    };
+    refused_for_its_stack_in_child::<Command>(
+        nested_batches(60, &write),
+        nested_batches(2, &write),
+    );
+    let write = BigCommand::Write {
+        key: [1; 32],
+        page: [2; 16384],
+    };
+    refused_for_its_stack_in_child::<BigCommand>(
+        nested_batches(40, &write),
+        nested_batches(1, &write),
+    );
+}
+
+/// The stack budget is the receiver's to set, as the depth is: a budget
+/// too small for one level of pages refuses even a shallow batch.
+#[test]
+fn the_stack_budget_is_the_receivers_to_set() {
+    let _serial = serial();
+    let write = || Command::Write {
+        key: [1; 32],
+        page: [2; 4096],
+    };
+    let (tx, mut rx) = channel::<Command>().unwrap();
+    rx.set_limits(Limits::default().with_max_stack(1024));
+    tx.send(Command::Batch(vec![write()])).unwrap();
+    match rx.recv() {
+        Err(Error::Decode(why)) => assert!(why.contains("Limits::max_stack"), "{why}"),
+        other => panic!("expected a refusal for the stack, got {other:?}"),
+    }
+    rx.set_limits(Limits::default());
+    tx.send(Command::Batch(vec![Command::Batch(vec![write()])]))
+        .unwrap();
+    assert!(matches!(rx.recv().unwrap(), Command::Batch(_)));
 }
 
 #[test]

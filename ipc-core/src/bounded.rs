@@ -7,8 +7,11 @@
 //! `Vec<()>` that announces 2^64 elements in 11 bytes loops for ever, since
 //! each element takes no bytes to decode. So postcard's deserializer is
 //! wrapped in one that counts: every nested value (option, struct, tuple,
-//! sequence, map, enum variant) takes a level of [`Limits::max_depth`], and
-//! every sequence element or map entry that consumed no byte of the body
+//! sequence, map, enum variant) takes a level of [`Limits::max_depth`], a
+//! level may begin only while the decode has taken less stack than
+//! [`Limits::max_stack`] (a level's frames grow with the size of its
+//! value, so the count alone does not bound the stack), and every
+//! sequence element or map entry that consumed no byte of the body
 //! takes one of [`Limits::max_zero_sized`]. Going over either is a decode
 //! error that names the bound, and the channel goes on.
 //!
@@ -82,6 +85,8 @@ impl<'de> Deserialize<'de> for ByteBuf {
 
 fn decode<T: DeserializeOwned>(body: &[u8], limits: &Limits) -> Result<T, String> {
     let state = State {
+        stack_base: stack_address(),
+        max_stack: limits.max_stack(),
         rest: Cell::new(body),
         zero_sized_left: Cell::new(limits.max_zero_sized()),
         exceeded: Cell::new(None),
@@ -104,8 +109,21 @@ fn decode<T: DeserializeOwned>(body: &[u8], limits: &Limits) -> Result<T, String
     }
 }
 
+/// An address in the stack frame of the caller: how deep the stack is
+/// now. Safe Rust: the address of a local, never read through.
+/// `black_box` keeps the local in memory, on the stack.
+#[inline(always)]
+fn stack_address() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
+
 /// The shared state of one decode.
 struct State<'de> {
+    /// Where the stack was when the decode began.
+    stack_base: usize,
+    /// Bytes of stack the decode may take before it refuses to nest further.
+    max_stack: usize,
     /// The bytes not decoded yet; postcard's flavor advances it.
     rest: Cell<&'de [u8]>,
     zero_sized_left: Cell<usize>,
@@ -117,6 +135,9 @@ struct State<'de> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exceeded {
     Depth,
+    /// Nested within the depth limit, but each level so large that the
+    /// decode took more than its stack budget.
+    Stack,
     ZeroSized,
 }
 
@@ -126,6 +147,12 @@ impl fmt::Display for Exceeded {
             Exceeded::Depth => f.write_str(
                 "the message nests deeper than this receiver's depth limit (Limits::max_depth); \
                  raise it with Limits::with_max_depth if the peer is trusted and the type is that deep",
+            ),
+            Exceeded::Stack => f.write_str(
+                "the message nests deeper than this receiver's decode stack allows \
+                 (Limits::max_stack): each level of this type takes much stack; raise it \
+                 with Limits::with_max_stack only if the peer is trusted and the receiving \
+                 thread's stack has room, or box the large fields of the recursive type",
             ),
             Exceeded::ZeroSized => f.write_str(
                 "the message holds more elements that take no bytes (such as `()`) than this \
@@ -140,6 +167,19 @@ impl State<'_> {
     fn exceed<E: de::Error>(&self, what: Exceeded) -> E {
         self.exceeded.set(Some(what));
         E::custom(what)
+    }
+
+    /// Refuses to go a level deeper once the decode has taken more stack
+    /// than its budget. Called where a level begins, so a type whose
+    /// levels hold large values is stopped by the stack they take, not
+    /// only by their count.
+    #[inline(always)]
+    fn check_stack<E: de::Error>(&self) -> Result<(), E> {
+        // The distance either way: a stack that grows up is measured too.
+        if self.stack_base.abs_diff(stack_address()) > self.max_stack {
+            return Err(self.exceed(Exceeded::Stack));
+        }
+        Ok(())
     }
 
     /// Counts an element that consumed no bytes.
@@ -208,6 +248,7 @@ impl<'s, 'de, D> Bounded<'s, 'de, D> {
     /// level is left.
     #[inline]
     fn nest<V, E: de::Error>(&self, visitor: V) -> Result<Guard<'s, 'de, V>, E> {
+        self.state.check_stack()?;
         match self.depth.checked_sub(1) {
             Some(depth) => Ok(Guard {
                 inner: visitor,
@@ -554,6 +595,16 @@ mod tests {
         // A million nested tags would overflow any stack; refused at once.
         let err = from_bytes::<Tree>(&nodes(1_000_000), &Limits::default()).unwrap_err();
         assert!(err.contains("deeper"), "{err}");
+    }
+
+    #[test]
+    fn nesting_past_the_stack_budget_is_refused() {
+        let stack = |bytes| Limits::default().with_max_stack(bytes);
+        let err = from_bytes::<Tree>(&nodes(10), &stack(0)).unwrap_err();
+        assert!(err.contains("Limits::max_stack"), "{err}");
+        // A flat value takes no level past the first check.
+        assert_eq!(from_bytes::<u8>(&[3], &stack(0)), Ok(3));
+        assert!(from_bytes::<Tree>(&nodes(10), &stack(64 << 10)).is_ok());
     }
 
     #[test]

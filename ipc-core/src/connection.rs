@@ -68,9 +68,11 @@ impl<Out, In> Connection<Out, In> {
     }
 
     /// Who is at the other end: its pid, uid and gid as the kernel vouches
-    /// for them, and a pidfd where the kernel offers one. What that means
-    /// for each kind of connection is told at
-    /// [`PeerCredentials`](crate::PeerCredentials). For the parent's end of
+    /// for them, and a pidfd where the kernel offers one. The uid and gid
+    /// are the peer's effective ids as of this call where a pidfd of it
+    /// lets them be read; what they are otherwise, for each kind of
+    /// connection, is told at [`PeerCredentials`](crate::PeerCredentials).
+    /// Call it again to see ids the peer has changed since. For the parent's end of
     /// a spawned child, this waits (up to 10 s) for the child's greeting,
     /// which tells.
     ///

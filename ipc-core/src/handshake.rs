@@ -216,16 +216,26 @@ impl Pending {
         }
     }
 
-    /// Who greeted: the kernel's credentials of the sender, and a pidfd of
-    /// it, attached by the kernel or, for the spawned child's own pid, the
-    /// one opened at spawn.
+    /// Who greeted: the kernel's credentials of the sender, and the pidfd
+    /// the kernel attached, if it could (none before Linux 6.5, nor when
+    /// this process had no descriptor number free as the greeting was
+    /// read).
     fn greeter(&self, sender: sys::socket::Sender) -> Option<Greeter> {
-        let credentials = sender.credentials?;
-        let pidfd = sender.pidfd.or_else(|| match &self.child {
-            Some((pid, pidfd)) if *pid as i32 == credentials.pid => pidfd.try_clone().ok(),
+        Some(Greeter {
+            credentials: sender.credentials?,
+            pidfd: sender.pidfd,
+        })
+    }
+
+    /// A pidfd of the process that greeted: the one the kernel attached
+    /// or, for the spawned child's own pid, the one opened at spawn. The
+    /// latter is looked up here rather than duplicated when the greeting
+    /// is read, which may be when no descriptor number is free.
+    fn greeter_pidfd<'a>(&'a self, greeter: &'a Greeter) -> Option<&'a OwnedFd> {
+        greeter.pidfd.as_ref().or(match &self.child {
+            Some((pid, pidfd)) if *pid as i32 == greeter.credentials.pid => Some(pidfd),
             _ => None,
-        });
-        Some(Greeter { credentials, pidfd })
+        })
     }
 
     /// The credentials of the process that greeted, waiting up to
@@ -245,7 +255,7 @@ impl Pending {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match outcome.as_ref() {
             Some(Settled::Greeted(Some(greeter))) => {
-                let pidfd = match &greeter.pidfd {
+                let pidfd = match self.greeter_pidfd(greeter) {
                     Some(pidfd) => Some(
                         pidfd
                             .try_clone()

@@ -1,7 +1,8 @@
 //! What a receiver accepts in one message.
 
 /// The most a receiver accepts in one message: descriptors, body bytes,
-/// nesting depth, and elements that take no bytes.
+/// nesting depth, stack taken by the decode, and elements that take no
+/// bytes.
 ///
 /// Limits belong to the receiver, so a hostile peer can flood neither its
 /// descriptor table nor its memory, overflow its stack with a deeply nested
@@ -9,7 +10,8 @@
 /// over a limit is refused with an error, every descriptor that came with
 /// it closed, and the channel stays usable. The defaults let every ordinary
 /// message through: 253 descriptors (the kernel's `SCM_MAX_FD`), bodies up
-/// to 2 GiB, 128 levels of nesting, 65,536 zero-sized elements.
+/// to 2 GiB, 128 levels of nesting, 512 KiB of stack for the decode,
+/// 65,536 zero-sized elements.
 ///
 /// # Examples
 ///
@@ -29,6 +31,7 @@ pub struct Limits {
     max_descriptors: usize,
     max_bytes: u64,
     max_depth: usize,
+    max_stack: usize,
     max_zero_sized: usize,
     max_rings: usize,
 }
@@ -66,8 +69,10 @@ impl Limits {
     pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
     /// The default nesting limit: 128 levels, deeper than any hand-written
-    /// type, and shallow enough for a thread's stack of 2 MiB, whatever
-    /// the message type.
+    /// type. The stack a level takes grows with the size of the value at
+    /// that level, so the count alone does not bound the stack: a type
+    /// whose levels hold 4 KiB arrays would overflow a 2 MiB stack in
+    /// fewer levels. [`Limits::DEFAULT_MAX_STACK`] bounds that.
     ///
     /// # Examples
     ///
@@ -86,6 +91,24 @@ impl Limits {
     /// assert_eq!(Limits::default().max_rings(), Limits::DEFAULT_MAX_RINGS);
     /// ```
     pub const DEFAULT_MAX_RINGS: usize = 16;
+
+    /// The default stack budget of one decode: 512 KiB.
+    ///
+    /// With it, a receive on a thread with a stack of 2 MiB (a spawned
+    /// thread's and a tokio worker's default) survives any message, in
+    /// debug and release builds, leaving the rest for the caller's frames
+    /// and for the one level a decode may enter past the budget. Ordinary
+    /// messages take a few KiB at most: 128 levels of a small recursive
+    /// type take well under the budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::Limits;
+    /// assert_eq!(Limits::default().max_stack(), Limits::DEFAULT_MAX_STACK);
+    /// assert_eq!(Limits::DEFAULT_MAX_STACK, 512 << 10);
+    /// ```
+    pub const DEFAULT_MAX_STACK: usize = 512 << 10;
 
     /// The default limit on elements that take no bytes: 65,536.
     ///
@@ -148,6 +171,47 @@ impl Limits {
     /// ```
     pub fn with_max_depth(mut self, n: usize) -> Self {
         self.max_depth = n;
+        self
+    }
+
+    /// Let the decode of one message take at most `bytes` of stack before
+    /// it refuses to nest further.
+    ///
+    /// The decoder recurses once per level of nesting, and each level's
+    /// frames hold the value being built at that level, so a recursive
+    /// type whose levels hold large values (`[u8; 4096]`) takes tens of
+    /// KiB per level: a peer could overflow the receiving thread's stack
+    /// with a small body well within [`with_max_depth`](Self::with_max_depth).
+    /// The decode measures the stack it has taken where each level begins
+    /// and refuses past `bytes` with [`Error::Decode`](crate::Error::Decode),
+    /// like a message too deep. One level more than the budget may be
+    /// entered, and the receive's own frames come on top: keep `bytes` well
+    /// under the receiving thread's stack (a quarter of it, as the default
+    /// does for 2 MiB).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ipc_core::{channel, Error, Limits};
+    ///
+    /// #[derive(ipc_core::IpcMessage, Debug)]
+    /// enum Command {
+    ///     Write([u8; 4096]),
+    ///     Batch(Vec<Command>),
+    /// }
+    ///
+    /// let (tx, mut rx) = channel::<Command>()?;
+    /// // A budget too small for a level that holds 4 KiB.
+    /// rx.set_limits(Limits::default().with_max_stack(1024));
+    /// tx.send(Command::Batch(vec![Command::Write([7; 4096])]))?;
+    /// assert!(matches!(rx.recv(), Err(Error::Decode(_))));
+    /// rx.set_limits(Limits::default());
+    /// tx.send(Command::Batch(vec![Command::Write([7; 4096])]))?;
+    /// assert!(matches!(rx.recv()?, Command::Batch(..)));
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn with_max_stack(mut self, bytes: usize) -> Self {
+        self.max_stack = bytes;
         self
     }
 
@@ -222,6 +286,17 @@ impl Limits {
         self.max_depth
     }
 
+    /// The most stack one decode takes before it refuses to nest further.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ipc_core::Limits::default().max_stack(), 512 * 1024);
+    /// ```
+    pub fn max_stack(&self) -> usize {
+        self.max_stack
+    }
+
     /// The most zero-sized elements accepted per message.
     ///
     /// # Examples
@@ -265,6 +340,7 @@ impl Default for Limits {
             max_descriptors: Self::MAX_DESCRIPTORS,
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_depth: Self::DEFAULT_MAX_DEPTH,
+            max_stack: Self::DEFAULT_MAX_STACK,
             max_zero_sized: Self::DEFAULT_MAX_ZERO_SIZED,
             max_rings: Self::DEFAULT_MAX_RINGS,
         }

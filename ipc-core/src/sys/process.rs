@@ -117,3 +117,100 @@ pub(crate) fn current_cpu() -> u64 {
     let cpu = unsafe { libc::sched_getcpu() };
     u64::try_from(cpu).unwrap_or(0)
 }
+
+/// A process's effective user and group ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EffectiveIds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `struct pidfd_info` of `linux/pidfd.h` (Linux 6.13), as first
+/// published (`PIDFD_INFO_SIZE_VER0`, 64 bytes). The kernel fills as much
+/// of its own struct as the size in the request number allows.
+#[repr(C)]
+#[derive(Debug, Default)]
+// The kernel's layout: every field is written, a few are read.
+#[allow(dead_code)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+
+/// `PIDFD_INFO_CREDS`: ask for (and, in the answer, got) the ids.
+const PIDFD_INFO_CREDS: u64 = 1 << 1;
+
+/// `PIDFD_GET_INFO`: `_IOWR(PIDFS_IOCTL_MAGIC (0xFF), 11, struct
+/// pidfd_info)`, that is read-write (3 << 30), the struct's size in bits
+/// 16..30, the magic in bits 8..16 and the number in bits 0..8.
+const PIDFD_GET_INFO: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+
+const _: () = assert!(PIDFD_GET_INFO == 0xC040_FF0B);
+
+/// The effective ids of the process `pidfd` names, now, as the kernel
+/// reports them through the pidfd (`PIDFD_GET_INFO`, Linux 6.13).
+/// `Ok(None)` where the kernel has no such request (`ENOTTY`, `EINVAL`);
+/// `ESRCH` once the process has been reaped.
+pub(crate) fn pidfd_ids(pidfd: BorrowedFd<'_>) -> Result<Option<EffectiveIds>, nix::errno::Errno> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_CREDS,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: PIDFD_GET_INFO reads and writes at most the size encoded in
+    // the request number, which is that of `info`, valid for reads and
+    // writes for the call. On a descriptor that is no pidfd (or an older
+    // kernel) the ioctl fails without touching it.
+    let rc = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as _,
+            &mut info as *mut PidfdInfo,
+        )
+    };
+    if rc < 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL => Ok(None),
+            e => Err(e),
+        };
+    }
+    if info.mask & PIDFD_INFO_CREDS == 0 {
+        return Ok(None);
+    }
+    Ok(Some(EffectiveIds {
+        uid: info.euid,
+        gid: info.egid,
+    }))
+}
+
+/// Whether the process `pidfd` names has not been reaped yet (a zombie
+/// still counts): `pidfd_send_signal` with signal 0, which checks and
+/// sends nothing. A process this one may not signal (`EPERM`) is there.
+pub(crate) fn pidfd_alive(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: pidfd_send_signal with signal 0, no siginfo (null) and no
+    // flags reads no memory of ours and sends nothing.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0 || nix::errno::Errno::last() == nix::errno::Errno::EPERM
+}

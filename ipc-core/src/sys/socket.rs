@@ -172,6 +172,7 @@ pub(crate) struct Received {
 #[derive(Debug, Default)]
 pub(crate) struct Sender {
     pub credentials: Option<libc::ucred>,
+    /// `None` too when the kernel could not install one (no number free).
     pub pidfd: Option<OwnedFd>,
 }
 
@@ -190,7 +191,10 @@ impl Received {
 ///
 /// Every descriptor the kernel installs is owned at once: those of
 /// `SCM_RIGHTS` are handed to the caller, a pidfd of `SCM_PIDFD` (which a
-/// peer turns on with `SO_PASSPIDFD` on a socket it handed over) is closed.
+/// peer turns on with `SO_PASSPIDFD` on a socket it handed over) goes to
+/// `sender` or is closed. A negative number in either is no descriptor
+/// and is skipped: the kernel writes an error there (`-EMFILE`) when it
+/// could not install a pidfd, and `sender` then gets no pidfd.
 /// Control messages that carry no descriptor (credentials, a security
 /// label) are ignored.
 #[inline]
@@ -229,7 +233,11 @@ pub(crate) fn recv(
     };
     // Own every descriptor before anything else is looked at, so that any
     // error from here on closes them.
-    if header.msg_controllen > 0 {
+    let control_start = header.msg_control as usize;
+    // The kernel sets msg_controllen to the bytes it filled, never more
+    // than the buffer; bounded by the buffer all the same.
+    let control_len = (header.msg_controllen as usize).min(CONTROL_CAPACITY);
+    if control_len > 0 {
         // SAFETY: the kernel filled msg_controllen bytes of our aligned control
         // buffer with well-formed cmsghdrs; CMSG_FIRSTHDR/CMSG_NXTHDR walk
         // them within that length and return null at the end.
@@ -244,20 +252,38 @@ pub(crate) fn recv(
                     (*cmsg).cmsg_len as usize,
                 )
             };
+            // The payload the kernel wrote: `cmsg_len` of a control
+            // message cut short (MSG_CTRUNC) never runs past the bytes
+            // filled, but bound it by them all the same.
+            let filled = (cmsg as usize)
+                .checked_sub(control_start)
+                .and_then(|offset| control_len.checked_sub(offset))
+                .unwrap_or(0);
+            let cmsg_len = cmsg_len.min(filled);
+            let data_len = cmsg_len.saturating_sub(cmsg_len_zero());
             let installs_fds =
                 level == libc::SOL_SOCKET && (kind == libc::SCM_RIGHTS || kind == SCM_PIDFD);
             if installs_fds {
-                let data_len = cmsg_len.saturating_sub(cmsg_len_zero());
                 let count = data_len / FD_SIZE;
                 // SAFETY: CMSG_DATA of a valid cmsghdr points at its payload.
                 let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<RawFd>();
                 for i in 0..count {
                     // SAFETY: `i < count` keeps the read inside the payload
-                    // the kernel wrote (`cmsg_len` covers it). The payload may
-                    // be unaligned for RawFd, hence read_unaligned.
+                    // the kernel wrote (`data_len` is bounded by `cmsg_len`
+                    // and by the bytes filled). The payload may be unaligned
+                    // for RawFd, hence read_unaligned.
                     let raw = unsafe { ptr::read_unaligned(data.add(i)) };
-                    // SAFETY: the kernel just installed `raw` in our table
-                    // for this message; nothing else owns it.
+                    // A negative number is no descriptor: the kernel writes
+                    // the error where the number goes when it could not
+                    // install a pidfd (`-EMFILE` with no number free), and
+                    // nothing was installed. Owning it would close a
+                    // number that is not ours (an I/O-safety violation).
+                    if raw < 0 {
+                        continue;
+                    }
+                    // SAFETY: the kernel just installed `raw` (not negative,
+                    // checked above) in our table for this message; nothing
+                    // else owns it.
                     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
                     if kind == libc::SCM_RIGHTS {
                         fds.push(owned);
@@ -268,7 +294,7 @@ pub(crate) fn recv(
                 }
             }
             let is_credentials = level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS;
-            if is_credentials && cmsg_len >= cmsg_len_zero() + size_of::<libc::ucred>() {
+            if is_credentials && data_len >= size_of::<libc::ucred>() {
                 if let Some(sender) = sender.as_deref_mut() {
                     // SAFETY: the payload holds a whole ucred (`cmsg_len`
                     // covers it, checked above); it may be unaligned.
