@@ -246,10 +246,11 @@ impl Carry<shape::Memfd> for memfd::Memfd {
         let checked =
             crate::sealing::check(&fd, nix::fcntl::SealFlag::empty(), "a memfd::Memfd field");
         if let Err(why) = checked {
-            return Err(de::Error::custom(sidecar::reject(why)));
+            return Err(de::Error::custom(sidecar::refuse(fd, why)));
         }
-        memfd::Memfd::try_from_fd(fd).map_err(|_| {
-            de::Error::custom(sidecar::reject(
+        memfd::Memfd::try_from_fd(fd).map_err(|fd| {
+            de::Error::custom(sidecar::refuse(
+                fd,
                 "a memfd::Memfd field received a descriptor that is not a memfd".into(),
             ))
         })

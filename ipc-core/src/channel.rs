@@ -289,7 +289,7 @@ impl<T> TryFrom<Sender<T>> for OwnedFd {
     /// Gives up the socket, if this is its last handle; otherwise the sender
     /// comes back.
     fn try_from(sender: Sender<T>) -> Result<OwnedFd, Sender<T>> {
-        Arc::try_unwrap(sender.socket)
+        Socket::take_last(sender.socket)
             .map(Socket::into_fd)
             .map_err(Sender::from_socket)
     }
@@ -566,7 +566,7 @@ impl<T> TryFrom<Receiver<T>> for OwnedFd {
             return Err(receiver);
         }
         let limits = receiver.limits;
-        Arc::try_unwrap(receiver.socket)
+        Socket::take_last(receiver.socket)
             .map(Socket::into_fd)
             .map_err(|socket| {
                 let mut receiver = Receiver::from_socket(socket);
@@ -595,7 +595,7 @@ impl<T> crate::select::sealed::Sealed for Receiver<T> {
     fn entry(&self) -> crate::select::sealed::Entry<'_> {
         crate::select::sealed::Entry {
             fd: self.socket.as_fd(),
-            socket: Some(Arc::downgrade(&self.socket)),
+            socket: Some(&self.socket),
         }
     }
 }

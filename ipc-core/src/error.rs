@@ -86,7 +86,10 @@ pub enum Error {
 
     /// A descriptor in the message was missing, out of range, used twice,
     /// unreferenced, of the wrong kind, or failed a seal check. Every
-    /// descriptor that came with the message has been closed.
+    /// descriptor that came with the message has been closed, or (one whose
+    /// close the peer could make block: a lingering TCP socket, a FUSE
+    /// file) handed to a background thread that closes it, so the refusal
+    /// never waits on the peer.
     #[error("bad descriptor in message: {0}")]
     Descriptor(String),
 

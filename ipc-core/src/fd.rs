@@ -40,10 +40,13 @@ pub(crate) fn deserialize_socket<'de, D: Deserializer<'de>>(
     if crate::sys::socket::is_channel_end(fd.as_fd()) {
         Ok(fd)
     } else {
-        Err(de::Error::custom(sidecar::reject(format!(
-            "a {what} must be a connected AF_UNIX SOCK_SEQPACKET socket, but the peer sent \
+        Err(de::Error::custom(sidecar::refuse(
+            fd,
+            format!(
+                "a {what} must be a connected AF_UNIX SOCK_SEQPACKET socket, but the peer sent \
              another kind of descriptor (or a listening or unconnected socket)"
-        ))))
+            ),
+        )))
     }
 }
 

@@ -82,6 +82,7 @@ mod carry;
 mod channel;
 mod connection;
 mod credentials;
+mod disposal;
 mod error;
 mod fd;
 mod fingerprint;

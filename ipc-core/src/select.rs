@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use crate::error::{Error, Result};
+use crate::sys;
 use crate::transport::{poll_timeout, Socket};
 
 /// The most events one wait collects; more ready sources show at the next.
@@ -49,23 +50,114 @@ const EVENTS_MAX: usize = 1024;
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
 pub struct Select {
-    epoll: Epoll,
+    /// Shared with the sockets registered, which leave it as they close.
+    epoll: Arc<Epoll>,
     events: Vec<EpollEvent>,
     ready: Vec<usize>,
-    /// What is registered, by slot: epoll's data for a source is its slot.
+    /// What is registered, by slot. epoll's data for a source is its slot
+    /// and the slot's generation (see [`Slot::key`]).
     slots: Vec<Option<Slot>>,
+    /// The generation of each slot, counted up each time it is freed: an
+    /// event epoll reports under a freed slot's old key names no source.
+    generations: Vec<u32>,
     /// Slots free for reuse.
     free: Vec<usize>,
     /// The slot of each registered descriptor number.
     by_fd: HashMap<RawFd, usize>,
+    /// How many slots there are when `register` next frees the slots of
+    /// dropped sources: twice as many as it left, so the sweeps cost a
+    /// constant per registration.
+    sweep_at: usize,
 }
+
+/// The fewest slots before `register` sweeps.
+const SWEEP_MIN: usize = 64;
 
 /// One registered source.
 struct Slot {
     token: usize,
+    /// The number it was registered under.
+    fd: RawFd,
     /// The socket of a receiver or connection, which says whether it holds
-    /// a message; a weak handle, so that the set keeps no socket open.
+    /// a message; a weak handle, so that the set keeps no socket open. The
+    /// socket takes itself out of the epoll set before it closes (see
+    /// [`Memberships`]), so a dead handle has no entry left, whoever else
+    /// holds the same open file.
     socket: Option<Weak<Socket>>,
+}
+
+impl Slot {
+    /// Whether the source is gone: a socket dropped or given up.
+    fn is_dead(&self) -> bool {
+        self.socket.as_ref().is_some_and(|s| s.strong_count() == 0)
+    }
+}
+
+/// epoll's data for slot `slot` in generation `generation`.
+fn key(slot: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | slot as u64
+}
+
+/// The `Select`s a socket is registered with, kept by the socket.
+///
+/// epoll keeps an entry for as long as the open file lives, in this process
+/// or any other (a peer that kept a copy of a socket it handed over, a
+/// forked child, an `OwnedFd` taken out of the receiver), not as long as
+/// the descriptor number that was registered. So the socket takes itself
+/// out of each set while its number still names it: as it is dropped, or
+/// as it is given up as an `OwnedFd`. Otherwise the entry would go on
+/// reporting the file, level-triggered, to a set that can no longer name
+/// it to epoll to remove it.
+#[derive(Debug)]
+pub(crate) struct Memberships {
+    /// The socket's descriptor number, open for as long as this value
+    /// lives (the socket drops this first).
+    fd: RawFd,
+    sets: Mutex<Vec<Weak<Epoll>>>,
+}
+
+impl Memberships {
+    pub(crate) fn new(fd: BorrowedFd<'_>) -> Self {
+        Memberships {
+            fd: fd.as_raw_fd(),
+            sets: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn sets(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Epoll>>> {
+        self.sets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that the socket is in `epoll`.
+    fn join(&self, epoll: &Arc<Epoll>) {
+        let mut sets = self.sets();
+        sets.retain(|set| set.strong_count() > 0);
+        if !sets
+            .iter()
+            .any(|set| std::ptr::eq(set.as_ptr(), Arc::as_ptr(epoll)))
+        {
+            sets.push(Arc::downgrade(epoll));
+        }
+    }
+
+    /// Notes that the socket left `epoll`.
+    fn leave(&self, epoll: &Arc<Epoll>) {
+        self.sets().retain(|set| {
+            set.strong_count() > 0 && !std::ptr::eq(set.as_ptr(), Arc::as_ptr(epoll))
+        });
+    }
+}
+
+impl Drop for Memberships {
+    fn drop(&mut self) {
+        for set in self.sets().drain(..) {
+            if let Some(epoll) = set.upgrade() {
+                // ENOENT: the set's own deregister came first. Nothing else
+                // can fail while the number is open.
+                let _ = sys::epoll::forget(epoll.0.as_fd(), self.fd);
+            }
+        }
+    }
 }
 
 /// What a [`Select`] can wait on: a [`Receiver`](crate::Receiver), a
@@ -94,7 +186,7 @@ pub trait Source: sealed::Sealed {}
 
 pub(crate) mod sealed {
     use std::os::fd::BorrowedFd;
-    use std::sync::Weak;
+    use std::sync::Arc;
 
     use crate::transport::Socket;
 
@@ -103,7 +195,7 @@ pub(crate) mod sealed {
     #[derive(Debug)]
     pub struct Entry<'a> {
         pub(crate) fd: BorrowedFd<'a>,
-        pub(crate) socket: Option<Weak<Socket>>,
+        pub(crate) socket: Option<&'a Arc<Socket>>,
     }
 
     /// What makes a [`Source`](super::Source); implemented in this crate only.
@@ -151,18 +243,29 @@ impl Select {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| Error::io("epoll_create", e))?;
         Ok(Select {
-            epoll,
+            epoll: Arc::new(epoll),
             events: Vec::new(),
             ready: Vec::new(),
             slots: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
             by_fd: HashMap::new(),
+            sweep_at: SWEEP_MIN,
         })
     }
 
     /// Adds `source` under `token`. The set does not own it, nor keeps it
     /// open: drop it, or [`deregister`](Select::deregister) it, and it
     /// leaves the set.
+    ///
+    /// A receiver or connection leaves the set the moment it is dropped or
+    /// turned into its `OwnedFd`, whoever else holds a copy of its socket
+    /// (a peer, a forked child): it is never reported after, and its token
+    /// is never reported for another source. Any other descriptor is
+    /// epoll's to track, and epoll tracks the open file, not the number: if
+    /// a copy of the file lives on (`dup`, `fork`, passed to another
+    /// process), deregister the descriptor before closing it, or the set
+    /// goes on waking for it.
     ///
     /// # Errors
     ///
@@ -179,30 +282,71 @@ impl Select {
     /// ```
     pub fn register<S: Source + ?Sized>(&mut self, source: &S, token: usize) -> Result<()> {
         let sealed::Entry { fd, socket } = sealed::Sealed::entry(source);
-        let slot = self.free.pop().unwrap_or(self.slots.len());
-        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, slot as u64);
-        if let Err(e) = self.epoll.add(fd, event) {
-            if slot < self.slots.len() {
-                self.free.push(slot);
+        // A number mapped to a dead socket: its socket left epoll as it
+        // closed, and this is another one under the same number.
+        if let Some(&old) = self.by_fd.get(&fd.as_raw_fd()) {
+            if self.slots[old].as_ref().is_some_and(Slot::is_dead) {
+                self.release(fd.as_raw_fd());
             }
-            return Err(Error::io("epoll_ctl(ADD)", e));
         }
+        if self.free.is_empty() && self.slots.len() >= self.sweep_at {
+            self.sweep();
+        }
+        let slot = self.free.pop().unwrap_or(self.slots.len());
         if slot == self.slots.len() {
             self.slots.push(None);
+            self.generations.push(0);
         }
-        self.slots[slot] = Some(Slot { token, socket });
-        // A number still mapped is one whose source was dropped unregistered
-        // (epoll forgot it when it closed): its slot is free now.
-        if let Some(stale) = self.by_fd.insert(fd.as_raw_fd(), slot) {
-            self.slots[stale] = None;
-            self.free.push(stale);
+        let data = key(slot, self.generations[slot]);
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, data);
+        if let Err(e) = self.epoll.add(fd, event) {
+            self.free.push(slot);
+            return Err(Error::io("epoll_ctl(ADD)", e));
         }
+        if let Some(socket) = socket {
+            socket.selects().join(&self.epoll);
+        }
+        // A number still mapped now is a descriptor of no socket that was
+        // closed unregistered (epoll forgot it when its file closed): its
+        // slot is free.
+        self.release(fd.as_raw_fd());
+        self.slots[slot] = Some(Slot {
+            token,
+            fd: fd.as_raw_fd(),
+            socket: socket.map(Arc::downgrade),
+        });
+        self.by_fd.insert(fd.as_raw_fd(), slot);
         let want = self.len().min(EVENTS_MAX);
         if self.events.len() < want {
             self.events.resize(want, EpollEvent::empty());
             self.ready.reserve(want);
         }
         Ok(())
+    }
+
+    /// Frees the slots of sources dropped or given up.
+    fn sweep(&mut self) {
+        let dead: Vec<RawFd> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|slot| slot.is_dead())
+            .map(|slot| slot.fd)
+            .collect();
+        for fd in dead {
+            self.release(fd);
+        }
+        self.sweep_at = (2 * self.len()).max(SWEEP_MIN);
+    }
+
+    /// Frees the slot of descriptor number `fd`, if it has one, under a new
+    /// generation.
+    fn release(&mut self, fd: RawFd) {
+        if let Some(slot) = self.by_fd.remove(&fd) {
+            self.slots[slot] = None;
+            self.generations[slot] = self.generations[slot].wrapping_add(1);
+            self.free.push(slot);
+        }
     }
 
     /// Removes `source` from the set.
@@ -222,19 +366,20 @@ impl Select {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn deregister<S: Source + ?Sized>(&mut self, source: &S) -> Result<()> {
-        let fd = sealed::Sealed::entry(source).fd;
+        let sealed::Entry { fd, socket } = sealed::Sealed::entry(source);
         self.epoll
             .delete(fd)
             .map_err(|e| Error::io("epoll_ctl(DEL)", e))?;
-        if let Some(slot) = self.by_fd.remove(&fd.as_raw_fd()) {
-            self.slots[slot] = None;
-            self.free.push(slot);
+        if let Some(socket) = socket {
+            socket.selects().leave(&self.epoll);
         }
+        self.release(fd.as_raw_fd());
         Ok(())
     }
 
-    /// How many sources are registered (counting those dropped without
-    /// being deregistered, until their number is registered again).
+    /// How many sources are registered: counting those dropped without
+    /// being deregistered until the set notices, as it registers another
+    /// source or sees the dropped one's last event.
     ///
     /// # Examples
     ///
@@ -296,11 +441,9 @@ impl Select {
             // record rings the socket.
             self.ready.clear();
             for slot in self.slots.iter().flatten() {
-                let with_records = slot
-                    .socket
-                    .as_ref()
-                    .and_then(Weak::upgrade)
-                    .is_some_and(|s| s.has_rings() && s.arm());
+                let with_records = slot.socket.as_ref().is_some_and(|socket| {
+                    Socket::lend(socket, |s| s.has_rings() && s.arm()).unwrap_or(false)
+                });
                 if with_records {
                     self.ready.push(slot.token);
                 }
@@ -323,26 +466,45 @@ impl Select {
                     Err(e) => return Err(Error::io("epoll_wait", e)),
                 }
             };
+            let mut gone = None;
             for event in &self.events[..count] {
-                let Some(Some(slot)) = self.slots.get(event.data() as usize) else {
+                let data = event.data();
+                let index = (data & u64::from(u32::MAX)) as usize;
+                let Some(Some(slot)) = self.slots.get(index) else {
                     continue;
                 };
-                if self.ready.contains(&slot.token) {
+                // An entry of a slot since freed, reported before it left;
+                // or a source whose ring was found with records already.
+                if key(index, self.generations[index]) != data || self.ready.contains(&slot.token) {
                     continue;
                 }
                 let ready = match &slot.socket {
                     None => true,
-                    // Dropped: its socket is gone from epoll too.
-                    Some(socket) => socket.upgrade().is_some_and(|s| s.has_message()),
+                    // Dropped or given up: it left epoll as it went.
+                    Some(socket) => {
+                        Socket::lend(socket, Socket::has_message).unwrap_or_else(|| {
+                            gone = Some(slot.fd);
+                            false
+                        })
+                    }
                 };
                 if ready {
                     self.ready.push(slot.token);
                 }
             }
+            if let Some(fd) = gone {
+                self.release(fd);
+            }
             if !self.ready.is_empty() {
                 return Ok(&self.ready);
             }
-            // Readable for what is no message: wait on.
+            if let Some(fd) = gone {
+                self.release(fd);
+            }
+            if !self.ready.is_empty() {
+                return Ok(&self.ready);
+            }
+            // Readable for what is no message, or a source gone: wait on.
         }
     }
 }

@@ -391,7 +391,7 @@ impl Serialize for SharedMemory {
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let fd = deserialize_fd(deserializer)?;
-        let len = checked_len(&fd, SIZE_SEALS, "a SharedMemory").map_err(de::Error::custom)?;
+        let (fd, len) = checked_len(fd, SIZE_SEALS, "a SharedMemory").map_err(de::Error::custom)?;
         SharedMemory::map(fd, len).map_err(|e| {
             de::Error::custom(sidecar::reject(format!(
                 "a SharedMemory could not be mapped writable ({e}); a write-sealed region travels as SealedMemory"
@@ -400,14 +400,20 @@ impl<'de> Deserialize<'de> for SharedMemory {
     }
 }
 
-/// The size of a received memfd after checking its seals, or the refusal.
-fn checked_len(fd: &OwnedFd, seals: SealFlag, what: &str) -> Result<usize, String> {
-    let size = sealing::check(fd, seals, what).map_err(sidecar::reject)?;
-    usize::try_from(size).map_err(|_| {
-        sidecar::reject(format!(
-            "{what} of {size} bytes does not fit the address space"
-        ))
-    })
+/// A received memfd and its size after checking its seals, or the
+/// refusal (the descriptor closed; see [`sidecar::refuse`]).
+fn checked_len(fd: OwnedFd, seals: SealFlag, what: &str) -> Result<(OwnedFd, usize), String> {
+    let size = match sealing::check(&fd, seals, what) {
+        Ok(size) => size,
+        Err(why) => return Err(sidecar::refuse(fd, why)),
+    };
+    match usize::try_from(size) {
+        Ok(len) => Ok((fd, len)),
+        Err(_) => Err(sidecar::refuse(
+            fd,
+            format!("{what} of {size} bytes does not fit the address space"),
+        )),
+    }
 }
 
 /// A region of memory nobody can change: sealed against writes, growing and
@@ -590,7 +596,7 @@ impl Serialize for SealedMemory {
 impl<'de> Deserialize<'de> for SealedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let fd = deserialize_fd(deserializer)?;
-        let len = checked_len(&fd, SEALED, "a SealedMemory").map_err(de::Error::custom)?;
+        let (fd, len) = checked_len(fd, SEALED, "a SealedMemory").map_err(de::Error::custom)?;
         SealedMemory::map(fd, len).map_err(|e| {
             de::Error::custom(sidecar::reject(format!(
                 "a SealedMemory could not be mapped: {e}"

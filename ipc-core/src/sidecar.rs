@@ -153,7 +153,8 @@ pub(crate) fn restore<T, E>(
             let ours = DECODE.with(|s| s.replace(self.outer.take()));
             EMPTY.set(self.outer_empty);
             if let Some(mut ours) = ours {
-                ours.slots.clear(); // closes what was not taken
+                // Closes what was not taken.
+                crate::disposal::discard_all(ours.slots.drain(..).flatten());
                 *self.slots = ours.slots;
             }
         }
@@ -238,8 +239,18 @@ pub(crate) fn take(index: u32) -> Result<OwnedFd, String> {
     })
 }
 
+/// Records that descriptor `fd` was taken but refused (wrong kind, bad
+/// seals), closes it where the peer cannot make the close wait (see
+/// [`disposal`](crate::disposal)), and returns the message for serde's
+/// error.
+pub(crate) fn refuse(fd: OwnedFd, why: String) -> String {
+    crate::disposal::discard(fd);
+    reject(why)
+}
+
 /// Records that a descriptor was taken but refused (wrong kind, bad seals)
-/// and returns the message for serde's error.
+/// and returns the message for serde's error. The caller closes it: it is
+/// one checked to be a memfd, or [`refuse`] closes it.
 pub(crate) fn reject(why: String) -> String {
     if EMPTY.get().is_some() {
         // Nothing was taken in an empty scope, so nothing can be refused.

@@ -6,6 +6,7 @@
 //! looked at, and a mapping is a value whose `Drop` unmaps it.
 #![allow(unsafe_code)]
 
+pub(crate) mod epoll;
 pub(crate) mod mmap;
 pub(crate) mod process;
 #[cfg(feature = "tokio")]

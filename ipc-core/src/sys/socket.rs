@@ -549,3 +549,8 @@ pub(crate) fn own_accepted(fd: RawFd) -> OwnedFd {
     // it to us alone.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Whether `fd` is an `AF_UNIX` socket.
+pub(crate) fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
+}

@@ -218,9 +218,13 @@ impl Lent {
     /// written: any other file could block a read (a FIFO, a FUSE file).
     /// The memfd needs no seals: its body is copied before it is decoded.
     pub(crate) fn accept(fd: OwnedFd) -> Result<Lent, Error> {
-        let size = sealing::check(&fd, nix::fcntl::SealFlag::empty(), "the pooled body")
-            .map_err(Error::Descriptor)?;
-        Ok(Lent { fd, size })
+        match sealing::check(&fd, nix::fcntl::SealFlag::empty(), "the pooled body") {
+            Ok(size) => Ok(Lent { fd, size }),
+            Err(why) => {
+                crate::disposal::discard(fd);
+                Err(Error::Descriptor(why))
+            }
+        }
     }
 
     /// Checks that the memfd holds a body of `len` bytes, before any

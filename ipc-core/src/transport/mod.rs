@@ -29,7 +29,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 
 use serde::Serialize;
 
@@ -37,6 +37,7 @@ use crate::bounded;
 use crate::credentials::PeerCredentials;
 use crate::error::{Error, Result};
 use crate::handshake::Pending;
+use crate::select::Memberships;
 use crate::sys::socket as sys;
 
 #[cfg(feature = "tokio")]
@@ -59,6 +60,9 @@ fn ring_by_default() -> bool {
 /// A connected `AF_UNIX` `SOCK_SEQPACKET` socket that speaks this protocol.
 #[derive(Debug)]
 pub(crate) struct Socket {
+    /// The `Select`s that wait on this socket, which it leaves before `fd`
+    /// closes: declared first, so dropped first.
+    selects: Memberships,
     fd: OwnedFd,
     /// Memfds for the bodies this side sends out of line.
     pool: Pool,
@@ -119,6 +123,7 @@ impl Socket {
 
     fn with_peer(fd: OwnedFd, peer: Peer) -> Self {
         Socket {
+            selects: Memberships::new(fd.as_fd()),
             fd,
             pool: Pool::default(),
             sealed_in_flight: AtomicUsize::new(0),
@@ -172,8 +177,34 @@ impl Socket {
         self.peer = Peer::Greeting(pending);
     }
 
+    /// Gives up the descriptor, after leaving every `Select`: the caller
+    /// may close it while another copy of the file lives on.
     pub(crate) fn into_fd(self) -> OwnedFd {
-        self.fd
+        let Socket { selects, fd, .. } = self;
+        drop(selects);
+        fd
+    }
+
+    /// The `Select`s that wait on this socket.
+    pub(crate) fn selects(&self) -> &Memberships {
+        &self.selects
+    }
+
+    /// Runs `f` on the socket behind `weak` if it is alive: how a `Select`
+    /// asks a socket it does not own whether it holds a message. The strong
+    /// handle it takes for that moment is invisible to
+    /// [`take_last`](Socket::take_last).
+    pub(crate) fn lend<R>(weak: &Weak<Socket>, f: impl FnOnce(&Socket) -> R) -> Option<R> {
+        let _lent = LENDING.read().unwrap_or_else(PoisonError::into_inner);
+        weak.upgrade().map(|socket| f(&socket))
+    }
+
+    /// The socket, if `socket` is its last handle apart from a `Select`
+    /// that holds it for a moment (which is waited for); otherwise the
+    /// handle back.
+    pub(crate) fn take_last(socket: Arc<Socket>) -> std::result::Result<Socket, Arc<Socket>> {
+        let _taking = LENDING.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::try_unwrap(socket)
     }
 
     /// Whether the peer's processes write rings to this end: then the
@@ -224,6 +255,11 @@ impl AsFd for Socket {
         self.fd.as_fd()
     }
 }
+
+/// Held shared by every [`Socket::lend`], exclusively by
+/// [`Socket::take_last`]: a `Select` that upgrades its weak handle for a
+/// moment must not make a conversion into an `OwnedFd` fail.
+static LENDING: RwLock<()> = RwLock::new(());
 
 thread_local! {
     static OUTBOX: RefCell<Option<Outbox>> = const { RefCell::new(None) };

@@ -267,10 +267,29 @@ impl Inbound {
     }
 }
 
-/// Checks an offered ring and maps it.
+/// Checks an offered ring and maps it. A refused ring's descriptors are
+/// let go of as any refused descriptor is: what the peer sent in their
+/// place may be a socket whose close would wait on it.
 fn open(memfd: OwnedFd, private: OwnedFd) -> std::result::Result<InRing, String> {
+    match check(&memfd, &private) {
+        Ok(map) => Ok(InRing {
+            map,
+            memfd,
+            private,
+            busy: 0,
+        }),
+        Err(why) => {
+            crate::disposal::discard(memfd);
+            crate::disposal::discard(private);
+            Err(why)
+        }
+    }
+}
+
+/// Checks an offered ring's descriptors, and maps the ring.
+fn check(memfd: &OwnedFd, private: &OwnedFd) -> std::result::Result<WriteMap, String> {
     let len = slots::words(slots::SLOTS) * 8;
-    let size = sealing::check(&memfd, sealing::SIZE_SEALS, "a ring")?;
+    let size = sealing::check(memfd, sealing::SIZE_SEALS, "a ring")?;
     if size != len as u64 {
         return Err(format!(
             "a ring of {size} bytes is not the {len} bytes a ring has; the peer does not follow \
@@ -283,17 +302,14 @@ fn open(memfd: OwnedFd, private: OwnedFd) -> std::result::Result<InRing, String>
         );
     }
     let map = WriteMap::new(memfd.as_fd(), len).map_err(|e| format!("mmap of a ring: {e}"))?;
-    let ring = InRing {
-        map,
-        memfd,
-        private,
-        busy: 0,
-    };
-    if ring.slots().is_none() {
+    let header = map
+        .atomics::<AtomicU64>()
+        .and_then(|words| Slots::open(words).map(|_| ()));
+    if header.is_none() {
         return Err(
             "a ring's header does not describe a ring; the peer does not follow the protocol"
                 .into(),
         );
     }
-    Ok(ring)
+    Ok(map)
 }

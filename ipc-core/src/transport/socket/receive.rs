@@ -13,6 +13,7 @@ use super::super::body;
 use super::super::pool;
 use super::super::wait::{readable, wait_for, Wait};
 use crate::bounded;
+use crate::disposal;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::sidecar::{self, Failure};
@@ -71,8 +72,9 @@ impl Inbox {
                 continue;
             }
             let result = self.decode(received, limits, defer);
-            // Whatever the decode did not take is closed, on every path.
-            self.fds.clear();
+            // Whatever the decode did not take is closed, on every path,
+            // and never in a close the peer can make wait.
+            disposal::discard_all(self.fds.drain(..));
             return result;
         }
     }
@@ -255,24 +257,10 @@ impl Inbox {
                     return Err(refused::no_memfd());
                 }
                 let memfd = self.fds.remove(0);
-                check_len(&header, limits)?;
-                check_own_count(self.fds.len(), limits)?;
-                let len = body::check(&memfd, header.body_len)?;
-                if len <= body::COPY_MAX {
-                    let spill = spill(&mut self.spill, len);
-                    body::read_copied(&memfd, 0, spill)?;
-                    decode_body(spill, &mut self.fds, &mut self.slots, limits).map(Arrival::Message)
-                } else {
-                    // Read from a mapping: every page must be there, or
-                    // reading a hole would make this process pay for it.
-                    body::check_allocated(&memfd, len)?;
-                    let map = body::map(&memfd, len)?;
-                    if defer {
-                        return Ok(self.defer(Held::Mapped(map), limits));
-                    }
-                    decode_body(map.bytes(), &mut self.fds, &mut self.slots, limits)
-                        .map(Arrival::Message)
-                }
+                let result = self.out_of_line(&memfd, &header, limits, defer);
+                // Whatever the peer sent in the memfd's place.
+                disposal::discard(memfd);
+                result
             }
             Body::Pooled => {
                 check_out_of_line(datagram.len())?;
@@ -304,6 +292,33 @@ impl Inbox {
 }
 
 impl Inbox {
+    /// Decodes a body sent out of line in `memfd`.
+    fn out_of_line<T: DeserializeOwned + 'static>(
+        &mut self,
+        memfd: &OwnedFd,
+        header: &Header,
+        limits: &Limits,
+        defer: bool,
+    ) -> Result<Arrival<T>> {
+        check_len(header, limits)?;
+        check_own_count(self.fds.len(), limits)?;
+        let len = body::check(memfd, header.body_len)?;
+        if len <= body::COPY_MAX {
+            let spill = spill(&mut self.spill, len);
+            body::read_copied(memfd, 0, spill)?;
+            decode_body(spill, &mut self.fds, &mut self.slots, limits).map(Arrival::Message)
+        } else {
+            // Read from a mapping: every page must be there, or reading a
+            // hole would make this process pay for it.
+            body::check_allocated(memfd, len)?;
+            let map = body::map(memfd, len)?;
+            if defer {
+                return Ok(self.defer(Held::Mapped(map), limits));
+            }
+            decode_body(map.bytes(), &mut self.fds, &mut self.slots, limits).map(Arrival::Message)
+        }
+    }
+
     /// A large body to decode elsewhere, with the message's descriptors.
     fn defer<T>(&mut self, body: Held, limits: &Limits) -> Arrival<T> {
         Arrival::Large(LargeBody {
@@ -370,6 +385,14 @@ enum Held {
     Mapped(ReadMap),
     /// A pooled body, copied out.
     Owned(Vec<u8>),
+}
+
+impl Drop for LargeBody {
+    /// Closes the descriptors no decode took (one never made, say: the
+    /// task that received the body was cancelled).
+    fn drop(&mut self) {
+        disposal::discard_all(self.fds.drain(..));
+    }
 }
 
 impl LargeBody {
@@ -519,7 +542,9 @@ pub(crate) fn decode_datagram<T: DeserializeOwned + 'static>(
     let room = limits.max_descriptors().saturating_add(1).min(MAX_FDS);
     let control_truncated = fds.len() > room;
     inbox.fds = fds;
-    inbox.fds.truncate(room);
+    if inbox.fds.len() > room {
+        disposal::discard_all(inbox.fds.drain(room..));
+    }
     let received = Received {
         len,
         truncated: datagram.len() > DATAGRAM_MAX,
@@ -532,6 +557,6 @@ pub(crate) fn decode_datagram<T: DeserializeOwned + 'static>(
             .decode(received, limits, false)
             .and_then(Arrival::decoded)
     };
-    inbox.fds.clear();
+    disposal::discard_all(inbox.fds.drain(..));
     result
 }
