@@ -413,3 +413,81 @@ fn a_doorbell_with_descriptors_leaves_none_open_in_a_select() {
         after as isize - before as isize
     );
 }
+
+/// LOST WAKE-UP in tokio: a socket datagram skipped as "read a moment ago".
+///
+/// A receive that does not wait reads the socket at most every 10 us
+/// while the receiver has rings (`socket_due`). An async `recv` makes that
+/// same non-waiting attempt when readiness wakes it. So: a task waits in
+/// `recv` (a ring is active, from another sender); another task's
+/// `try_recv` reads the socket and finds it empty; a datagram comes (a
+/// sender without a ring: a one-shot reply, a process with the ring lane
+/// off); readiness wakes the waiting task, whose attempt within those
+/// 10 us skips the socket, finds the rings empty, and then clears the
+/// readiness and waits for more. The datagram stays queued with the task
+/// asleep: until the next datagram, for ever on a quiet channel.
+///
+/// Expected: every datagram that came while a task waited is received.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_receive_does_not_sleep_on_a_queued_datagram() {
+    use ipc_core::tokio::AsyncReceiver;
+    let _serial = serial();
+    let (tx, rx) = channel::<u64>().unwrap();
+    let raw = tx.as_fd().try_clone_to_owned().unwrap();
+    let watch = rx.as_fd().try_clone_to_owned().unwrap();
+    let (go_tx, go_rx) = channel::<()>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        close_in_child(&watch);
+        close_in_child(&go_tx);
+        for i in 0..3 {
+            tx.send(i).unwrap();
+        }
+        let _ = go_rx.recv_timeout(Duration::from_secs(30));
+    });
+    drop((tx, go_rx));
+    for i in 0..3 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), i);
+    }
+    // The ring is taken up: the receiver has rings from now on.
+    assert_eq!(fds_naming("ipc-core-ring"), 1);
+    // One thread: the waiting task runs right after the look, as soon as
+    // the reactor sees the datagram.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lost = runtime.block_on(async {
+        let rx = Arc::new(AsyncReceiver::new(rx).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 0..2000u64 {
+            if Instant::now() > deadline {
+                break;
+            }
+            let waiter = {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Another task looks, finds nothing: the socket was "just read".
+            let _ = rx.try_recv().await;
+            send_inline(&raw, 1000 + i);
+            match waiter.await.unwrap() {
+                Ok(Ok(got)) => assert_eq!(got, 1000 + i),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_elapsed) => return Some((i, support::queued_bytes(&watch))),
+            }
+        }
+        None
+    });
+    drop(runtime);
+    let _ = go_tx.send(());
+    join_within(child, Duration::from_secs(20));
+    assert!(
+        lost.is_none(),
+        "a task slept 300 ms in recv with a datagram queued (round, bytes queued): {lost:?}"
+    );
+}
