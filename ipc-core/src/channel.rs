@@ -358,12 +358,14 @@ impl<T> Receiver<T> {
     /// Takes the next message if one is waiting, leaving a body over 1 MiB
     /// undecoded for the async face to decode off its runtime's threads.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn try_recv_deferring(&self) -> Result<crate::transport::Arrival<T>>
+    ///
+    /// `woken`: the caller was woken by the socket's readiness.
+    pub(crate) fn try_recv_deferring(&self, woken: bool) -> Result<crate::transport::Arrival<T>>
     where
         T: DeserializeOwned + 'static,
     {
         self.socket.settle(Wait::Never)?;
-        self.socket.try_recv_deferring(&self.limits)
+        self.socket.try_recv_deferring(&self.limits, woken)
     }
 
     /// Arms the rings before an async receive waits on the socket; `true`
@@ -397,6 +399,7 @@ impl<T> Receiver<T> {
     /// # Ok::<(), ipc_core::Error>(())
     /// ```
     pub fn set_limits(&mut self, limits: Limits) {
+        self.socket.set_max_rings(limits.max_rings());
         self.limits = limits;
     }
 }

@@ -554,3 +554,135 @@ pub(crate) fn own_accepted(fd: RawFd) -> OwnedFd {
 pub(crate) fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
     int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
 }
+
+/// What ended a [`sleep_on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The timeout passed.
+    Timeout,
+    /// The socket is readable or hung up, or a signal came: look again.
+    Socket,
+    /// One of the watched sockets hung up (or failed).
+    Watched,
+}
+
+/// The most sockets a [`sleep_on`] watches besides the one it sleeps on.
+pub(crate) const WATCHED_MAX: usize = 32;
+
+/// Sleeps until `socket` is readable (or hung up), or one of `watched`
+/// hangs up, at most `timeout` milliseconds (`-1`: no end). A sleep in
+/// `poll`, unlike one in `recvmsg`, ends for every thread that sleeps on
+/// the socket when a datagram comes, not for one of them.
+///
+/// `watched` holds descriptor numbers that the caller's lock no longer
+/// keeps open: one closed meanwhile reads as hung up (`POLLNVAL`), one
+/// reused names another file, and either only ends the sleep early.
+pub(crate) fn sleep_on(
+    socket: BorrowedFd<'_>,
+    watched: &[RawFd],
+    timeout: libc::c_int,
+) -> Result<Woke, Errno> {
+    let empty = libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    };
+    let mut fds = [empty; 1 + WATCHED_MAX];
+    fds[0] = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let watched = &watched[..watched.len().min(WATCHED_MAX)];
+    for (slot, &fd) in fds[1..].iter_mut().zip(watched) {
+        // No events asked: hang-up and errors are reported regardless.
+        slot.fd = fd;
+    }
+    let n = 1 + watched.len();
+    // SAFETY: `fds` holds `n` initialized pollfds, writable for the call;
+    // poll reads the numbers and writes `revents`, acting on no file.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout) };
+    if rc < 0 {
+        return match Errno::last() {
+            Errno::EINTR => Ok(Woke::Socket),
+            e => Err(e),
+        };
+    }
+    if rc == 0 {
+        return Ok(Woke::Timeout);
+    }
+    if fds[0].revents != 0 {
+        return Ok(Woke::Socket);
+    }
+    Ok(Woke::Watched)
+}
+
+/// The inode of a socket, or `None` where `fstat` fails.
+pub(crate) fn inode(socket: BorrowedFd<'_>) -> Option<u64> {
+    nix::sys::stat::fstat(socket).ok().map(|stat| stat.st_ino)
+}
+
+/// The inode of the socket at the other end of the `AF_UNIX` socket
+/// `socket`, as the kernel's socket diagnostics (`sock_diag`, what `ss`
+/// reads) tell it; `None` where they will not.
+pub(crate) fn peer_inode(socket: BorrowedFd<'_>) -> Option<u64> {
+    use nix::sys::socket::{
+        recv, sendto, socket as open, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const NLMSG_HDR: usize = 16;
+    const DIAG_MSG: usize = 16;
+
+    let ino = u32::try_from(inode(socket)?).ok()?;
+    let diag: OwnedFd = open(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .ok()?;
+    // struct nlmsghdr, then struct unix_diag_req.
+    let mut request = Vec::with_capacity(40);
+    request.extend(40u32.to_ne_bytes());
+    request.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend(NLM_F_REQUEST.to_ne_bytes());
+    request.extend([0u8; 8]); // sequence, port
+    request.extend([libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
+    request.extend(u32::MAX.to_ne_bytes()); // every state
+    request.extend(ino.to_ne_bytes());
+    request.extend(UDIAG_SHOW_PEER.to_ne_bytes());
+    request.extend([0xffu8; 8]); // no cookie
+    sendto(
+        diag.as_raw_fd(),
+        &request,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .ok()?;
+    let mut reply = [0u8; 512];
+    let n = recv(diag.as_raw_fd(), &mut reply, MsgFlags::empty()).ok()?;
+    let reply = &reply[..n];
+    let u16_at = |at: usize| Some(u16::from_ne_bytes(reply.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(reply.get(at..at + 4)?.try_into().ok()?));
+    if u16_at(4)? != SOCK_DIAG_BY_FAMILY || u32_at(NLMSG_HDR + 4)? != ino {
+        return None;
+    }
+    let end = (u32_at(0)? as usize).min(reply.len());
+    let mut at = NLMSG_HDR + DIAG_MSG;
+    while at + 4 <= end {
+        let len = usize::from(u16_at(at)?);
+        if len < 4 {
+            return None;
+        }
+        if u16_at(at + 2)? == UNIX_DIAG_PEER {
+            return u32_at(at + 4).map(u64::from);
+        }
+        at += len.next_multiple_of(4);
+    }
+    None
+}

@@ -439,7 +439,7 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
         recv_with(
             &self.io,
             &self.decoding,
-            || self.inner.try_recv_deferring(),
+            |woken| self.inner.try_recv_deferring(woken),
             || self.inner.arm(),
         )
         .await
@@ -468,7 +468,7 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
     /// # }
     /// ```
     pub async fn try_recv(&self) -> Result<T> {
-        try_recv_with(&self.decoding, || self.inner.try_recv_deferring()).await
+        try_recv_with(&self.decoding, || self.inner.try_recv_deferring(false)).await
     }
 
     /// Polls for the next message, for a hand-written future or stream that
@@ -494,7 +494,7 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
             &self.io,
             &self.decoding,
             cx,
-            || self.inner.try_recv_deferring(),
+            |woken| self.inner.try_recv_deferring(woken),
             || self.inner.arm(),
         )
     }

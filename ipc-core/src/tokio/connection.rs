@@ -309,7 +309,7 @@ impl<Out, In: DeserializeOwned + Send + 'static> AsyncConnection<Out, In> {
         recv_with(
             &self.io,
             &self.decoding,
-            || self.inner.receiver().try_recv_deferring(),
+            |woken| self.inner.receiver().try_recv_deferring(woken),
             || self.inner.receiver().arm(),
         )
         .await
@@ -338,7 +338,7 @@ impl<Out, In: DeserializeOwned + Send + 'static> AsyncConnection<Out, In> {
     /// ```
     pub async fn try_recv(&self) -> Result<In> {
         try_recv_with(&self.decoding, || {
-            self.inner.receiver().try_recv_deferring()
+            self.inner.receiver().try_recv_deferring(false)
         })
         .await
     }

@@ -86,7 +86,7 @@ fn readiness_error(source: std::io::Error) -> Error {
 async fn recv_with<T: DeserializeOwned + Send + 'static>(
     io: &Io,
     decoding: &Decoding<T>,
-    attempt: impl Fn() -> Result<Arrival<T>>,
+    attempt: impl Fn(bool) -> Result<Arrival<T>>,
     arm: impl Fn() -> bool,
 ) -> Result<T> {
     let mut seen = None;
@@ -94,7 +94,9 @@ async fn recv_with<T: DeserializeOwned + Send + 'static>(
         if let Some(message) = poll_fn(|cx| decoding.poll_next(cx)).await {
             return message;
         }
-        match attempt() {
+        // Woken by readiness, the socket is read whatever another
+        // task's poll found there a moment ago.
+        match attempt(seen.is_some()) {
             Err(Error::Empty) => {
                 // Rings armed, so that their next record rings the socket;
                 // a record that came meanwhile is taken first.
@@ -121,7 +123,7 @@ fn poll_recv_with<T: DeserializeOwned + Send + 'static>(
     io: &Io,
     decoding: &Decoding<T>,
     cx: &mut Context<'_>,
-    attempt: impl Fn() -> Result<Arrival<T>>,
+    attempt: impl Fn(bool) -> Result<Arrival<T>>,
     arm: impl Fn() -> bool,
 ) -> Poll<Result<T>> {
     loop {
@@ -132,7 +134,7 @@ fn poll_recv_with<T: DeserializeOwned + Send + 'static>(
         if let Poll::Ready(ready) = io.poll_read_ready(cx) {
             seen = Some(ready.map_err(readiness_error)?);
         }
-        match attempt() {
+        match attempt(seen.is_some()) {
             Err(Error::Empty) => {
                 if arm() {
                     continue;

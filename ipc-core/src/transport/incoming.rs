@@ -32,17 +32,22 @@ impl Socket {
         limits: &Limits,
         wait: Wait,
     ) -> Result<T> {
-        self.receive(limits, wait, None, false)
+        self.receive(limits, wait, None, false, false)
             .and_then(Arrival::decoded)
     }
 
     /// Receives a message if one is queued; a body over 1 MiB comes back
     /// undecoded, for the caller to decode where it may take its time.
+    ///
+    /// `woken`: the caller was woken by the socket's readiness, so the
+    /// socket is read whatever a receive that polls found there a moment
+    /// ago.
     pub(crate) fn try_recv_deferring<T: DeserializeOwned + 'static>(
         &self,
         limits: &Limits,
+        woken: bool,
     ) -> Result<Arrival<T>> {
-        self.receive(limits, Wait::Never, None, true)
+        self.receive(limits, Wait::Never, None, true, woken)
     }
 
     /// Receives as [`recv`](Socket::recv) does, and what the kernel
@@ -53,7 +58,7 @@ impl Socket {
         wait: Wait,
         sender: &mut sys::Sender,
     ) -> Result<T> {
-        self.receive(limits, wait, Some(sender), false)
+        self.receive(limits, wait, Some(sender), false, false)
             .and_then(Arrival::decoded)
     }
 
@@ -63,6 +68,7 @@ impl Socket {
         wait: Wait,
         mut sender: Option<&mut sys::Sender>,
         defer: bool,
+        woken: bool,
     ) -> Result<Arrival<T>> {
         with_buffer(&INBOX, Inbox::new, |inbox| {
             let main = self.as_fd();
@@ -72,7 +78,7 @@ impl Socket {
                     return arrival;
                 }
             }
-            let mut woken = false;
+            let mut woken = woken;
             let mut fruitless = 0u32;
             loop {
                 fruitless += 1;
@@ -145,20 +151,43 @@ impl Socket {
                     fruitless = FRUITLESS_MAX / 2;
                     nap_within(wait)
                 };
-                // Asleep in the socket: a doorbell, a datagram or the end.
+                // Asleep until the socket is readable (a doorbell, a
+                // datagram, the end) or a sender's private socket hangs up;
+                // every thread asleep here wakes, and looks again.
                 let asleep = Instant::now();
-                let arrival = inbox.recv(main, limits, sleep, sender.as_deref_mut(), defer);
+                let woke = self.sleep(sleep, !nap);
                 self.inbound().slept(asleep.elapsed());
-                match arrival {
-                    Err(Error::Timeout) if nap => {}
-                    Err(Error::Disconnected) => return self.last_records(inbox, limits),
-                    arrival => match self.arrived(arrival, limits) {
-                        Some(arrival) => return arrival,
-                        None => woken = true,
-                    },
+                match woke? {
+                    sys::Woke::Timeout if nap => {}
+                    sys::Woke::Timeout => return Err(Error::Timeout),
+                    sys::Woke::Socket => woken = true,
+                    sys::Woke::Watched => self.inbound().sweep(),
                 }
             }
         })
+    }
+
+    /// Sleeps on the socket within `wait`, and on the rings' private
+    /// sockets too (`watch`).
+    fn sleep(&self, wait: Wait, watch: bool) -> Result<sys::Woke> {
+        let mut watched = [0; sys::WATCHED_MAX];
+        let n = if watch {
+            self.inbound().watch(&mut watched)
+        } else {
+            0
+        };
+        let timeout = match wait {
+            Wait::Never => 0,
+            Wait::Forever => -1,
+            Wait::Until(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(sys::Woke::Timeout);
+                }
+                i32::from(super::poll_timeout(left))
+            }
+        };
+        sys::sleep_on(self.as_fd(), &watched[..n], timeout).map_err(|e| Error::io("poll", e))
     }
 
     /// What a datagram from the socket lane means: a message or an error
@@ -171,7 +200,10 @@ impl Socket {
     ) -> Option<Result<Arrival<T>>> {
         match arrival {
             Ok(Arrival::Offer { ring, private }) => {
-                match self.inbound().accept(ring, private, limits.max_rings()) {
+                match self
+                    .inbound()
+                    .accept(self.as_fd(), ring, private, limits.max_rings())
+                {
                     Ok(()) => None,
                     Err(e) => Some(Err(e)),
                 }
@@ -292,15 +324,18 @@ impl Socket {
                 Err(_) => return true,
             };
             match inbox.kind(&received) {
-                Some(Body::Wake) => {}
+                // A doorbell carries nothing; what a peer attached anyway
+                // is let go of now, not at this thread's next receive.
+                Some(Body::Wake) => inbox.discard(),
                 Some(Body::RingOffer) => {
                     let offer = inbox.finish::<()>(received, &Limits::default(), false);
                     if let Ok(Arrival::Offer { ring, private }) = offer {
-                        // The default limits: a Select knows no receiver's.
-                        let _ = self
-                            .inbound()
-                            .accept(ring, private, Limits::DEFAULT_MAX_RINGS);
+                        // The limit the receiver last set.
+                        let _ =
+                            self.inbound()
+                                .accept(self.as_fd(), ring, private, self.max_rings());
                     }
+                    inbox.discard();
                 }
                 _ => {
                     let stashed = inbox.stash(received);

@@ -82,6 +82,9 @@ pub(crate) struct Socket {
     stash: Mutex<Option<Stashed>>,
     /// Whether `stash` holds one: most receives look at this alone.
     stashed: AtomicBool,
+    /// The most rings the receiving end reads, as its limits last said:
+    /// for what takes up an offer outside a receive (a `Select`).
+    max_rings: AtomicUsize,
 }
 
 /// What is known of the process at the other end of a socket.
@@ -133,6 +136,7 @@ impl Socket {
             inbound: Mutex::default(),
             stash: Mutex::new(None),
             stashed: AtomicBool::new(false),
+            max_rings: AtomicUsize::new(crate::limits::Limits::DEFAULT_MAX_RINGS),
         }
     }
 
@@ -146,6 +150,16 @@ impl Socket {
     /// them take the ring lane. A ring already offered stays.
     pub(crate) fn set_ring(&self, enabled: bool) {
         self.ring.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The most rings the receiving end reads.
+    pub(crate) fn max_rings(&self) -> usize {
+        self.max_rings.load(Ordering::Relaxed)
+    }
+
+    /// Notes the receiving end's limit on rings.
+    pub(crate) fn set_max_rings(&self, n: usize) {
+        self.max_rings.store(n, Ordering::Relaxed);
     }
 
     pub(crate) fn outbound(&self) -> MutexGuard<'_, Outbound> {

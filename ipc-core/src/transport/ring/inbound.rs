@@ -97,10 +97,21 @@ impl Inbound {
         !self.rings.is_empty()
     }
 
-    /// Checks, maps and accepts a ring a sending process offered. At
-    /// `max` rings, rings whose senders are gone make room first; if none
-    /// does, the offer is refused.
-    pub(crate) fn accept(&mut self, memfd: OwnedFd, private: OwnedFd, max: usize) -> Result<()> {
+    /// Checks, maps and accepts a ring a sending process offered on the
+    /// socket `main`. At `max` rings, rings whose senders are gone make
+    /// room first; if none does, the offer is refused.
+    pub(crate) fn accept(
+        &mut self,
+        main: BorrowedFd<'_>,
+        memfd: OwnedFd,
+        private: OwnedFd,
+        max: usize,
+    ) -> Result<()> {
+        if let Err(why) = not_our_own(main, private.as_fd()) {
+            crate::disposal::discard(memfd);
+            crate::disposal::discard(private);
+            return Err(Error::Descriptor(why));
+        }
         let ring = open(memfd, private).map_err(Error::Descriptor)?;
         if self.rings.len() >= max {
             self.sweep();
@@ -115,8 +126,23 @@ impl Inbound {
             return Ok(());
         }
         slots.accept();
+        // Armed from the start: a thread already asleep on the socket, from
+        // before the ring, is woken by its first record.
+        slots.arm();
         self.rings.push(ring);
         Ok(())
+    }
+
+    /// The private sockets a sleep watches for a hang-up: a sender gone
+    /// leaves its ring to be closed, and with it whatever its private
+    /// socket still holds.
+    pub(crate) fn watch(&self, out: &mut [std::os::fd::RawFd]) -> usize {
+        let mut n = 0;
+        for (slot, ring) in out.iter_mut().zip(&self.rings) {
+            *slot = std::os::fd::AsRawFd::as_raw_fd(&ring.private);
+            n += 1;
+        }
+        n
     }
 
     /// Takes up the rings of a receiving end that came inside a message:
@@ -126,6 +152,8 @@ impl Inbound {
         memfd: OwnedFd,
         private: OwnedFd,
     ) -> std::result::Result<(), String> {
+        // Not bounded by `max_rings`: refused, a ring's records would be
+        // lost. A message's descriptor limit bounds how many come.
         self.rings.push(open(memfd, private)?);
         Ok(())
     }
@@ -206,8 +234,10 @@ impl Inbound {
     /// Closes the rings whose senders are gone and that hold nothing more.
     pub(crate) fn sweep(&mut self) {
         self.rings.retain(|ring| {
-            let empty = ring.slots().is_none_or(|s| !s.ready());
-            !(empty && sys::socket::hung_up(ring.private.as_fd()))
+            // Gone first, then empty: a sender that wrote its last record
+            // and died between the two looks keeps that record.
+            let gone = sys::socket::hung_up(ring.private.as_fd());
+            !(gone && ring.slots().is_none_or(|s| !s.ready()))
         });
         self.next = 0;
     }
@@ -283,6 +313,26 @@ fn open(memfd: OwnedFd, private: OwnedFd) -> std::result::Result<InRing, String>
             crate::disposal::discard(private);
             Err(why)
         }
+    }
+}
+
+/// Refuses a private socket that is the channel's own sending end (one
+/// whose peer is `main`): held by the receiving end's rings, it would keep
+/// the channel from ever ending. Where the kernel will not say who the
+/// peer is, the ring is refused too: the socket lane is always there.
+fn not_our_own(main: BorrowedFd<'_>, private: BorrowedFd<'_>) -> std::result::Result<(), String> {
+    match (sys::socket::inode(main), sys::socket::peer_inode(private)) {
+        (Some(main), Some(peer)) if main != peer => Ok(()),
+        (Some(_), Some(_)) => Err(
+            "a ring's private socket is this channel's own sending end, which would keep the \
+             channel open for ever; the peer does not follow the protocol"
+                .into(),
+        ),
+        _ => Err(
+            "the kernel would not say where a ring's private socket leads (sock_diag), so the \
+             ring was refused; the sender goes on on the socket"
+                .into(),
+        ),
     }
 }
 

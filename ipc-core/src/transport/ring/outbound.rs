@@ -177,11 +177,13 @@ impl Outbound {
         }
     }
 
-    /// Nothing reads the ring any more: back to the socket lane, and a new
-    /// offer later (to whoever holds the receiving end now).
+    /// Nothing reads the ring any more: the socket lane from now on. No
+    /// new offer: every holder of the receiving end had the ring (it
+    /// travels with the end, and a fork inherits it), so one that let it
+    /// go would let the next go too, and each costs this process a memfd
+    /// and a mapping.
     pub(crate) fn lost(&mut self) {
-        self.state = Lane::Socket;
-        self.sent = 0;
+        self.state = Lane::Off;
     }
 
     /// Bytes of datagrams sent on the private socket and not read yet.

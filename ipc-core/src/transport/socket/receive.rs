@@ -48,6 +48,11 @@ impl Inbox {
         }
     }
 
+    /// Lets go of every descriptor the last datagram brought.
+    pub(crate) fn discard(&mut self) {
+        disposal::discard_all(self.fds.drain(..));
+    }
+
     #[inline]
     pub(crate) fn recv<T: DeserializeOwned + 'static>(
         &mut self,

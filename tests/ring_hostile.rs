@@ -1,4 +1,4 @@
-//! Attacks on the ring lane, each a test of what the security bar promises:
+//! The ring lane against a hostile peer at either end, each test a promise:
 //! no local process, however hostile, may crash, leak, pin, spin or stall a
 //! receiver (or an honest sender); it may only corrupt its own messages;
 //! honest messages are never lost, duplicated or reordered.
@@ -138,7 +138,10 @@ fn recv_raw(socket: BorrowedFd<'_>) -> Option<(Vec<u8>, Vec<OwnedFd>)> {
         for c in msg.cmsgs().unwrap() {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 // SAFETY: the kernel just installed these for us.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         (msg.bytes, fds)
@@ -214,7 +217,7 @@ fn two_sleeping_receivers_are_both_woken_by_two_records() {
     );
 }
 
-/// STALL: a ring's private socket that is the channel's own sending end.
+/// a ring's private socket that is the channel's own sending end.
 ///
 /// A hostile sender offers a ring whose "private socket" is a duplicate of
 /// the channel's sending end (a connected seqpacket socket, so it passes
@@ -225,7 +228,9 @@ fn two_sleeping_receivers_are_both_woken_by_two_records() {
 /// alive). A receiver that loops until `Disconnected` (every server does)
 /// waits for ever after every sender has gone.
 ///
-/// Expected: once every sending process is gone, `Disconnected`.
+/// Expected: the offer is refused (the private socket's peer is the
+/// receiving end itself), and once every sending process is gone,
+/// `Disconnected`.
 #[test]
 fn a_private_socket_that_is_the_sending_end_does_not_hide_the_end() {
     let _serial = serial();
@@ -237,6 +242,11 @@ fn a_private_socket_that_is_the_sending_end_does_not_hide_the_end() {
     // Every sending end of this process is gone; only the one inside the
     // offer (in flight, then in the receiver's ring) is left.
     drop((raw, memory));
+    // The offer is refused, with an error that says why.
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(Error::Descriptor(why)) => assert!(why.contains("own sending end"), "{why}"),
+        other => panic!("the offer was not refused: {other:?}"),
+    }
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
     let end = rx.recv_timeout(Duration::from_secs(3));
     assert!(
@@ -247,7 +257,7 @@ fn a_private_socket_that_is_the_sending_end_does_not_hide_the_end() {
     assert_eq!(fd_count(), before);
 }
 
-/// STALL: the sending end parked, in flight, in a ring's private socket.
+/// the sending end parked, in flight, in a ring's private socket.
 ///
 /// A hostile sender offers a genuine ring and private socket pair, then
 /// sends on its end of the private socket a datagram carrying a duplicate
@@ -371,7 +381,8 @@ fn a_select_honours_the_receivers_max_rings() {
     let got = rx.try_recv();
     drop((ours, raw));
     assert_eq!(
-        state, 2,
+        state,
+        2,
         "the ring of a receiver with max_rings(0) was {} (got {got:?})",
         if state == 1 { "accepted" } else { "left" }
     );
@@ -403,7 +414,9 @@ fn a_doorbell_with_descriptors_leaves_none_open_in_a_select() {
     let raws: Vec<RawFd> = nulls.iter().map(|f| f.as_raw_fd()).collect();
     send_raw(&raw, &header(4, 8, 0), &raws);
     drop(nulls);
-    let waited = select.wait(Some(Duration::from_millis(200))).map(<[usize]>::to_vec);
+    let waited = select
+        .wait(Some(Duration::from_millis(200)))
+        .map(<[usize]>::to_vec);
     let after = fd_count();
     drop((raw, rx));
     assert_eq!(
