@@ -109,6 +109,143 @@ fn small_messages(c: &mut Criterion) {
     group.finish();
 }
 
+/// A derived message of 64 bytes of payload in byte fields, as a user
+/// would write a record: an id, a key and a value.
+#[derive(IpcMessage)]
+struct Record {
+    id: u64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// A 64-byte message that now and then carries a descriptor.
+#[derive(IpcMessage)]
+struct WithFd {
+    data: Vec<u8>,
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+/// Forks a producer that sends `make(i)` for each of the count it is
+/// asked for, on the ring lane or not (`ring`); gives the way to ask, and
+/// the receiver.
+fn producer<T: IpcMessage + 'static>(
+    ring: bool,
+    make: impl Fn(u64) -> T,
+) -> (impl Fn(u64), ipc_core::Receiver<T>, common::Peer) {
+    let (control, control_peer) = Connection::<u64, ()>::pair().unwrap();
+    let (tx, rx) = channel::<T>().unwrap();
+    tx.set_ring_lane(ring);
+    let peer = common::fork_peer(1, || {
+        while let Ok(n) = control_peer.recv() {
+            for i in 0..n {
+                tx.send(make(i)).unwrap();
+            }
+        }
+    });
+    (move |n| control.send(n).unwrap(), rx, peer)
+}
+
+/// 64 bytes one way, across cores: a bare `Vec<u8>` and a derived record,
+/// on the ring lane and on the socket lane, one message in a hundred with
+/// a descriptor; beside one raw datagram per message and ipc-channel.
+fn small_64(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_way_64B");
+    group.throughput(Throughput::Elements(1));
+    let block = vec![5u8; 64];
+    let (ask_vec, vec_rx, _p1) = producer(true, |_| block.clone());
+    let (ask_record, record_rx, _p2) = producer(true, |i| Record {
+        id: i,
+        key: vec![1; 16],
+        value: vec![2; 40],
+    });
+    let (ask_socket, socket_rx, _p3) = producer(false, |_| block.clone());
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let (ask_fd, fd_rx, _p4) = producer(true, |i| WithFd {
+        data: vec![5u8; 64],
+        fd: (i % 100 == 0).then(|| null.try_clone().unwrap().into()),
+    });
+    let (ctl_tx, ctl_rx) = ipc_channel::ipc::channel::<u64>().unwrap();
+    let (ipc_tx, ipc_rx) = ipc_channel::ipc::channel::<Vec<u8>>().unwrap();
+    let _p5 = common::fork_peer(1, || {
+        while let Ok(n) = ctl_rx.recv() {
+            for _ in 0..n {
+                ipc_tx.send(block.clone()).unwrap();
+            }
+        }
+    });
+    let (raw, raw_peer) = common::seqpacket_pair();
+    let _p6 = common::fork_peer(1, || {
+        let mut count = [0u8; 8];
+        let frame = [1u8; 16 + 64];
+        while common::read(&raw_peer, &mut count) == 8 {
+            for _ in 0..u64::from_ne_bytes(count) {
+                common::write(&raw_peer, &frame);
+            }
+        }
+    });
+
+    let floor = |n: u64| {
+        common::write(&raw, &n.to_ne_bytes());
+        let mut buf = [0u8; 128];
+        for _ in 0..n {
+            common::read(&raw, &mut buf);
+        }
+    };
+    fn drain<T: IpcMessage + 'static>(ask: &impl Fn(u64), rx: &ipc_core::Receiver<T>, n: u64) {
+        ask(n);
+        for _ in 0..n {
+            std::hint::black_box(rx.recv().unwrap());
+        }
+    }
+    let theirs = |n| {
+        ctl_tx.send(n).unwrap();
+        for _ in 0..n {
+            std::hint::black_box(ipc_rx.recv().unwrap());
+        }
+    };
+    group.bench_function("raw_seqpacket", |b| b.iter_custom(|n| elapsed(floor, n)));
+    group.bench_function("ipc_core_vec_u8", |b| {
+        b.iter_custom(|n| elapsed(|n| drain(&ask_vec, &vec_rx, n), n))
+    });
+    group.bench_function("ipc_core_derived_record", |b| {
+        b.iter_custom(|n| elapsed(|n| drain(&ask_record, &record_rx, n), n))
+    });
+    group.bench_function("ipc_core_1pct_descriptors", |b| {
+        b.iter_custom(|n| elapsed(|n| drain(&ask_fd, &fd_rx, n), n))
+    });
+    group.bench_function("ipc_core_socket_lane", |b| {
+        b.iter_custom(|n| elapsed(|n| drain(&ask_socket, &socket_rx, n), n))
+    });
+    group.bench_function("ipc_channel_vec_u8", |b| {
+        b.iter_custom(|n| elapsed(theirs, n))
+    });
+    common::versus(
+        &mut group,
+        "ipc_core_vec_u8_interleaved",
+        "raw_seqpacket",
+        100,
+        |n| drain(&ask_vec, &vec_rx, n),
+        floor,
+    );
+    common::versus(
+        &mut group,
+        "ipc_core_record_interleaved",
+        "ipc_channel_vec_u8",
+        100,
+        |n| drain(&ask_record, &record_rx, n),
+        theirs,
+    );
+    common::versus(
+        &mut group,
+        "ipc_core_1pct_descriptors_interleaved",
+        "raw_seqpacket",
+        100,
+        |n| drain(&ask_fd, &fd_rx, n),
+        floor,
+    );
+    group.finish();
+}
+
 const BIG: usize = 16 << 20;
 
 fn big_bodies(c: &mut Criterion) {
@@ -309,7 +446,7 @@ fn bulk_numbers(c: &mut Criterion) {
         &mut group,
         "ipc_core_derived_f32_interleaved",
         "ipc_channel",
-        4,
+        10,
         ours,
         theirs,
     );
@@ -361,6 +498,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = small_messages, big_bodies, bulk_numbers, size_sweep
+    targets = small_messages, small_64, big_bodies, bulk_numbers, size_sweep
 }
 criterion_main!(benches);

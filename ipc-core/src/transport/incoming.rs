@@ -1,14 +1,16 @@
 //! What comes in on a connection: the rings the peer's processes write and
 //! the socket, in order, and how a receive waits for them.
 //!
-//! A receive reads the rings first, each in turn, then the socket (a
-//! receive that does not wait, at most every few microseconds while it has
-//! rings, so that a loop of `try_recv` stays out of the kernel); an offer
-//! on the socket is taken up, a doorbell skipped. With nothing there, a
-//! receive that may wait spins on the rings while that pays, arms them,
-//! looks once more, and sleeps in the socket, where a doorbell, a datagram
-//! or the peer's end wakes it. The end of the channel is read only once
-//! the rings are empty: a sender's last records come before its end.
+//! A receive reads the rings first, each in turn, then the socket (while
+//! it has rings, at most every few microseconds unless the socket woke it,
+//! so that a stream of records stays out of the kernel); an offer on the
+//! socket is taken up, a doorbell skipped. With nothing there, a receive
+//! that may wait spins on the rings while that pays, arms them, looks once
+//! more, and sleeps in `poll` on the socket, where a doorbell, a datagram
+//! or the peer's end wakes every thread asleep there, and on the rings'
+//! private sockets, whose hang-up closes a ring its sender left. The end
+//! of the channel is read only once the rings are empty: a sender's last
+//! records come before its end.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -111,7 +113,10 @@ impl Socket {
                         Some(Took::Broken) => return Err(broken()),
                         None => {}
                     }
-                    woken || !matches!(wait, Wait::Never) || inbound.socket_due(Instant::now())
+                    // The socket, when woken by it, or every few
+                    // microseconds: a receive that would sleep sleeps in
+                    // poll, which sees anything queued there.
+                    woken || inbound.socket_due(Instant::now())
                 };
                 woken = false;
                 if read_socket {

@@ -34,10 +34,9 @@ use crate::wire::{Body, Header, HEADER_LEN};
 /// offers a ring: a channel used for one reply never pays for one.
 const OFFER_AFTER: u32 = 2;
 
-/// Records between two looks at whether the receiving side is still there.
-const LIVENESS_EVERY: u32 = 256;
-
-/// The least time between two looks at an idle ring's reader.
+/// The least time between two looks at whether the ring's reader is still
+/// there (a system call): a send more than this after the receiving side
+/// is gone is `Disconnected`, as on the socket lane.
 const LIVENESS_AFTER: Duration = Duration::from_micros(50);
 
 /// Records between two notes of the CPU the producer runs on.
@@ -235,7 +234,6 @@ impl Outbound {
             self.state = Lane::Off;
             return Err(Error::Disconnected);
         };
-        let idle = slots.drained(ring.position);
         if !slots.push(ring.position, kind, body) {
             // `room` saw the slots free; only a peer writing our side of
             // the ring takes them back.
@@ -250,19 +248,16 @@ impl Outbound {
         let gone = if slots.take_waiting() {
             // The doorbell's send tells whether anyone is left to wake.
             !wake(socket)
-        } else if idle || ring.records % LIVENESS_EVERY == 0 {
-            // A reader that took everything may have left since: a look,
-            // at most one a few microseconds, so that a send after the
-            // receiving side is gone says so, as on the socket lane.
+        } else {
+            // The clock, not the ring's head, says when to look: the head
+            // is the consumers' cache line, and reading it on every record
+            // would pull it across cores.
             let now = Instant::now();
-            let due = ring.records % LIVENESS_EVERY == 0
-                || now.duration_since(ring.looked) >= LIVENESS_AFTER;
+            let due = now.duration_since(ring.looked) >= LIVENESS_AFTER;
             if due {
                 ring.looked = now;
             }
             due && sys::socket::hung_up(ring.private.as_fd())
-        } else {
-            false
         };
         if gone {
             // Every process that could read the ring is gone: the record

@@ -190,12 +190,6 @@ impl<'a> Slots<'a> {
         span(body.len()) as u64
     }
 
-    /// Whether the consumers have taken every record before `position`,
-    /// the producer's own count: an idle ring, whose reader may be gone.
-    pub(crate) fn drained(&self, position: u64) -> bool {
-        self.head().load(Ordering::Acquire) == position
-    }
-
     /// Whether a consumer is about to sleep: then a doorbell must wake it.
     /// Clears the flag, so one doorbell rings per sleep.
     pub(crate) fn take_waiting(&self) -> bool {
