@@ -84,8 +84,12 @@ impl Socket {
             let mut fruitless = 0u32;
             loop {
                 fruitless += 1;
+                // The socket first when woken by it (its doorbell read at
+                // once, not at the next receive) or when due: while records
+                // flow, at most every few microseconds, so that they stay
+                // out of the kernel and the socket's datagrams still come.
                 let read_socket = {
-                    let mut inbound = self.inbound();
+                    let inbound = self.inbound();
                     if !inbound.has_rings() {
                         // The socket lane alone, waiting there as asked.
                         drop(inbound);
@@ -95,6 +99,25 @@ impl Socket {
                             None => continue,
                         }
                     }
+                    woken || inbound.socket_due(Instant::now())
+                };
+                if read_socket {
+                    woken = false;
+                    let arrival =
+                        inbox.recv(main, limits, Wait::Never, sender.as_deref_mut(), defer);
+                    match arrival {
+                        Err(Error::Empty) => self.inbound().socket_empty(Some(Instant::now())),
+                        Err(Error::Disconnected) => return self.last_records(inbox, limits),
+                        arrival => match self.arrived(arrival, limits) {
+                            Some(arrival) => return arrival,
+                            // A doorbell or an offer: the socket was just
+                            // read, the rings are next.
+                            None => self.inbound().socket_empty(Some(Instant::now())),
+                        },
+                    }
+                }
+                {
+                    let mut inbound = self.inbound();
                     match inbound.take(&mut inbox.record) {
                         Some(Took::Body) => {
                             drop(inbound);
@@ -113,23 +136,6 @@ impl Socket {
                         Some(Took::Broken) => return Err(broken()),
                         None => {}
                     }
-                    // The socket, when woken by it, or every few
-                    // microseconds: a receive that would sleep sleeps in
-                    // poll, which sees anything queued there.
-                    woken || inbound.socket_due(Instant::now())
-                };
-                woken = false;
-                if read_socket {
-                    let arrival =
-                        inbox.recv(main, limits, Wait::Never, sender.as_deref_mut(), defer);
-                    match arrival {
-                        Err(Error::Empty) => self.inbound().socket_empty(Some(Instant::now())),
-                        Err(Error::Disconnected) => return self.last_records(inbox, limits),
-                        arrival => match self.arrived(arrival, limits) {
-                            Some(arrival) => return arrival,
-                            None => continue,
-                        },
-                    }
                 }
                 if matches!(wait, Wait::Never) {
                     return Err(Error::Empty);
@@ -143,13 +149,16 @@ impl Socket {
                 if restless && self.spin(wait) {
                     continue;
                 }
-                {
+                let mut ids = [0u64; sys::WATCHED_MAX];
+                let counted = {
                     let inbound = self.inbound();
-                    inbound.arm();
+                    let counted = inbound.sleep_begin(&mut ids);
                     if restless && inbound.ready() {
+                        inbound.sleep_end(&ids[..counted]);
                         continue;
                     }
-                }
+                    counted
+                };
                 let (sleep, nap) = if restless {
                     (wait, false)
                 } else {
@@ -161,7 +170,11 @@ impl Socket {
                 // every thread asleep here wakes, and looks again.
                 let asleep = Instant::now();
                 let woke = self.sleep(sleep, !nap);
-                self.inbound().slept(asleep.elapsed());
+                {
+                    let mut inbound = self.inbound();
+                    inbound.sleep_end(&ids[..counted]);
+                    inbound.slept(asleep.elapsed());
+                }
                 match woke? {
                     sys::Woke::Timeout if nap => {}
                     sys::Woke::Timeout => return Err(Error::Timeout),

@@ -50,6 +50,8 @@ pub(crate) struct Inbound {
     /// How long the next spin may be: halved when a spin finds nothing,
     /// doubled when it pays.
     spin: Duration,
+    /// The id the next ring taken up gets.
+    next_id: u64,
 }
 
 /// One ring a sending process offered.
@@ -62,6 +64,8 @@ struct InRing {
     private: OwnedFd,
     /// Takes in a row that lost every claim.
     busy: u32,
+    /// Which ring this is, among those this receiving end has read.
+    id: u64,
 }
 
 impl InRing {
@@ -88,6 +92,7 @@ impl Default for Inbound {
             next: 0,
             socket_empty_at: None,
             spin: SPIN_MAX,
+            next_id: 1,
         }
     }
 }
@@ -129,8 +134,42 @@ impl Inbound {
         // Armed from the start: a thread already asleep on the socket, from
         // before the ring, is woken by its first record.
         slots.arm();
-        self.rings.push(ring);
+        self.push(ring);
         Ok(())
+    }
+
+    fn push(&mut self, mut ring: InRing) {
+        ring.id = self.next_id;
+        self.next_id += 1;
+        self.rings.push(ring);
+    }
+
+    /// Counts the calling thread asleep on every ring (at most
+    /// `ids.len()`), whose ids go into `ids`; and arms them.
+    pub(crate) fn sleep_begin(&self, ids: &mut [u64]) -> usize {
+        let mut n = 0;
+        for (id, ring) in ids.iter_mut().zip(&self.rings) {
+            if let Some(slots) = ring.slots() {
+                slots.sleep_begin();
+                *id = ring.id;
+                n += 1;
+            }
+        }
+        self.arm();
+        n
+    }
+
+    /// The calling thread, counted asleep on the rings `ids`, is awake.
+    /// Rings closed meanwhile are gone; rings taken up meanwhile never
+    /// counted it.
+    pub(crate) fn sleep_end(&self, ids: &[u64]) {
+        for ring in &self.rings {
+            if ids.contains(&ring.id) {
+                if let Some(slots) = ring.slots() {
+                    slots.sleep_end();
+                }
+            }
+        }
     }
 
     /// The private sockets a sleep watches for a hang-up: a sender gone
@@ -154,7 +193,8 @@ impl Inbound {
     ) -> std::result::Result<(), String> {
         // Not bounded by `max_rings`: refused, a ring's records would be
         // lost. A message's descriptor limit bounds how many come.
-        self.rings.push(open(memfd, private)?);
+        let ring = open(memfd, private)?;
+        self.push(ring);
         Ok(())
     }
 
@@ -307,6 +347,7 @@ fn open(memfd: OwnedFd, private: OwnedFd) -> std::result::Result<InRing, String>
             memfd,
             private,
             busy: 0,
+            id: 0,
         }),
         Err(why) => {
             crate::disposal::discard(memfd);

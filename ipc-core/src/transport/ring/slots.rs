@@ -61,6 +61,7 @@ pub(crate) const W_HEAD: usize = 16;
 const W_WAITING: usize = 24;
 const W_CPU: usize = 32;
 const W_STATE: usize = 40;
+const W_SLEEPERS: usize = 48;
 
 /// The ring's state, as the receiving side set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,10 +193,20 @@ impl<'a> Slots<'a> {
 
     /// Whether a consumer is about to sleep: then a doorbell must wake it.
     /// Clears the flag, so one doorbell rings per sleep.
+    ///
+    /// While receiving threads sleep counted ([`sleep_begin`]), every
+    /// record rings: a doorbell wakes every thread asleep in `poll`, but
+    /// one that finds it taken by another sleeps on, and needs the next.
+    ///
+    /// [`sleep_begin`]: Slots::sleep_begin
     pub(crate) fn take_waiting(&self) -> bool {
         // Ordered after the publish, as the consumer's arm is before its
         // check: one of the two sees the other.
         fence(Ordering::SeqCst);
+        if self.words[W_SLEEPERS].load(Ordering::Relaxed) != 0 {
+            self.words[W_WAITING].store(0, Ordering::Relaxed);
+            return true;
+        }
         let waiting = &self.words[W_WAITING];
         waiting.load(Ordering::Relaxed) == 1 && waiting.swap(0, Ordering::AcqRel) == 1
     }
@@ -294,6 +305,21 @@ impl<'a> Slots<'a> {
     /// Refuses the offer: the producer goes on without a ring.
     pub(crate) fn refuse(&self) {
         self.words[W_STATE].store(2, Ordering::Release);
+    }
+
+    /// A receiving thread is about to sleep in `poll` on the socket: every
+    /// record rings the doorbell until it is awake
+    /// ([`sleep_end`](Slots::sleep_end)). The caller looks once more
+    /// before it sleeps.
+    pub(crate) fn sleep_begin(&self) {
+        self.words[W_SLEEPERS].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A receiving thread counted by [`sleep_begin`](Slots::sleep_begin)
+    /// is awake. Never below zero, whatever the sender wrote there.
+    pub(crate) fn sleep_end(&self) {
+        let _ = self.words[W_SLEEPERS]
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Says a consumer is about to sleep, so that the next publish rings
