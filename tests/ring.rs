@@ -64,6 +64,8 @@ fn records_go_through_memory_and_not_the_socket() {
     let _serial = serial();
     let before = fd_count();
     let (tx, rx) = channel::<u64>().unwrap();
+    // On whatever lane the process runs the rest of the suite on.
+    tx.set_ring_lane(true);
     let (go_tx, go_rx) = channel::<()>().unwrap();
     let child = fork_child(|| {
         close_in_child(&rx);
@@ -252,6 +254,8 @@ fn a_sender_killed_mid_stream_leaves_an_ordered_prefix_then_the_end() {
 fn a_receiver_with_rings_travels_and_loses_nothing() {
     let _serial = serial();
     let (tx, rx) = channel::<u64>().unwrap();
+    // On whatever lane the process runs the rest of the suite on.
+    tx.set_ring_lane(true);
     let (carrier_tx, carrier_rx) = channel::<Receiver<u64>>().unwrap();
     let (go_tx, go_rx) = channel::<()>().unwrap();
     let sender = fork_child(|| {

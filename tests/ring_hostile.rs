@@ -177,6 +177,8 @@ fn raw_channel() -> (OwnedFd, Receiver<u64>) {
 fn two_sleeping_receivers_are_both_woken_by_two_records() {
     let _serial = serial();
     let (tx, rx) = channel::<u64>().unwrap();
+    // On whatever lane the process runs the rest of the suite on.
+    tx.set_ring_lane(true);
     let (go_tx, go_rx) = channel::<()>().unwrap();
     let child = fork_child(|| {
         close_in_child(&rx);
@@ -447,6 +449,8 @@ fn an_async_receive_does_not_sleep_on_a_queued_datagram() {
     use ipc_core::tokio::AsyncReceiver;
     let _serial = serial();
     let (tx, rx) = channel::<u64>().unwrap();
+    // On whatever lane the process runs the rest of the suite on.
+    tx.set_ring_lane(true);
     let raw = tx.as_fd().try_clone_to_owned().unwrap();
     let watch = rx.as_fd().try_clone_to_owned().unwrap();
     let (go_tx, go_rx) = channel::<()>().unwrap();
