@@ -15,12 +15,9 @@ use ipc_core::{channel, process};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Uid;
-use support::{child_command, fd_count, fork_child, run_tests, ROLE};
+use support::{child_command, fd_count, fork_child, run_tests, turn_on, ROLE, SO_PASSPIDFD};
 
 const NOBODY: u32 = 65534;
-
-/// `SO_PASSPIDFD` (Linux 6.5).
-const SO_PASSPIDFD: i32 = 76;
 
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
@@ -150,21 +147,6 @@ fn out_of_descriptors<R>(f: impl FnOnce() -> R) -> R {
     let result = f();
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
     result
-}
-
-fn turn_on(socket: &impl AsFd, option: i32) {
-    let on: nix::libc::c_int = 1;
-    // SAFETY: `on` is a valid int for the call, and its size is passed.
-    let rc = unsafe {
-        nix::libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            option,
-            (&on as *const nix::libc::c_int).cast(),
-            std::mem::size_of_val(&on) as nix::libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt {option}");
 }
 
 /// Runs `victim` in a forked child and asserts that it exited 0: a crash

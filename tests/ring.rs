@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ipc_core::{channel, Error, Fd, IpcMessage, Limits, Receiver, Select};
 use nix::fcntl::SealFlag;
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use support::ring::{offer_raw, raw_channel, send_inline, seqpacket_pair, RING_LEN};
 use support::{
     close_in_child, dev_nulls, fd_count, fds_naming, fork_child, header, inline_frame,
     queued_bytes, send_raw, serial,
@@ -367,9 +367,6 @@ fn select_sees_records_and_is_woken_by_them() {
     child.join();
 }
 
-/// The size of a ring: a header page and 2,048 slots of 128 bytes.
-const RING_LEN: usize = (512 + 2048 * 16) * 8;
-
 /// A ring laid out by hand, as a hostile peer would, in a memfd the test
 /// writes through `pwrite` while the receiver has it mapped.
 struct HandRing {
@@ -436,52 +433,12 @@ impl HandRing {
     }
 }
 
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap()
-}
-
 fn seal_size(memory: &File) {
     nix::fcntl::fcntl(
         memory.as_fd(),
         nix::fcntl::FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK),
     )
     .unwrap();
-}
-
-/// An offer datagram (kind 3) with `memory` and `private` attached.
-fn offer_raw(
-    socket: &OwnedFd,
-    memory: std::os::fd::BorrowedFd<'_>,
-    private: std::os::fd::BorrowedFd<'_>,
-) {
-    send_raw(
-        socket,
-        &header(3, 2, 0),
-        &[memory.as_raw_fd(), private.as_raw_fd()],
-    );
-}
-
-/// A channel whose sending end the test writes raw datagrams to.
-fn raw_channel() -> (OwnedFd, Receiver<u64>) {
-    let (tx, rx) = channel::<u64>().unwrap();
-    let raw = tx.as_fd().try_clone_to_owned().unwrap();
-    drop(tx);
-    (raw, rx)
-}
-
-/// An honest message on the socket, to show the channel goes on.
-fn send_inline(raw: &OwnedFd, value: u64) {
-    send_raw(
-        raw,
-        &inline_frame(0, &postcard::to_allocvec(&value).unwrap()),
-        &[],
-    );
 }
 
 /// Offers no receiver may take up are refused with an error that says

@@ -15,16 +15,14 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipc_core::{channel, Error, Limits, Receiver, Select};
+use ipc_core::{channel, Error, Limits, Select};
 use nix::fcntl::SealFlag;
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use support::ring::{offer_raw, raw_channel, send_inline, seqpacket_pair, RING_LEN};
 use support::{
     close_in_child, dev_nulls, fd_count, fds_naming, fork_child, header, inline_frame, send_raw,
     serial, Forked,
 };
 
-/// The size of a ring: a header page and 2,048 slots of 128 bytes.
-const RING_LEN: usize = (512 + 2048 * 16) * 8;
 /// The header word the receiving side writes its verdict into.
 const W_STATE: usize = 40;
 
@@ -44,16 +42,6 @@ fn join_within(child: Forked, within: Duration) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap()
 }
 
 /// A ring's memory laid out by hand as a sender lays it out, size-sealed.
@@ -98,23 +86,6 @@ fn push_record(memory: &File, position: u64, kind: u32, body: &[u8]) {
         .unwrap();
 }
 
-/// An offer datagram (kind 3) with `memory` and `private` attached.
-fn offer_raw(socket: &OwnedFd, memory: BorrowedFd<'_>, private: BorrowedFd<'_>) {
-    send_raw(
-        socket,
-        &header(3, 2, 0),
-        &[memory.as_raw_fd(), private.as_raw_fd()],
-    );
-}
-
-fn send_inline(raw: &OwnedFd, value: u64) {
-    send_raw(
-        raw,
-        &inline_frame(0, &postcard::to_allocvec(&value).unwrap()),
-        &[],
-    );
-}
-
 /// One datagram read off a raw socket without waiting: its bytes and the
 /// descriptors it carried; `None` when nothing is queued.
 fn recv_raw(socket: BorrowedFd<'_>) -> Option<(Vec<u8>, Vec<OwnedFd>)> {
@@ -148,14 +119,6 @@ fn recv_raw(socket: BorrowedFd<'_>) -> Option<(Vec<u8>, Vec<OwnedFd>)> {
     };
     buf.truncate(len);
     Some((buf, fds))
-}
-
-/// A channel whose sending end the test writes raw datagrams to.
-fn raw_channel() -> (OwnedFd, Receiver<u64>) {
-    let (tx, rx) = channel::<u64>().unwrap();
-    let raw = tx.as_fd().try_clone_to_owned().unwrap();
-    drop(tx);
-    (raw, rx)
 }
 
 /// LOST WAKE-UP, several receiving threads.

@@ -3,6 +3,8 @@
 //! the tests of one binary one at a time.
 #![allow(dead_code)]
 
+pub mod ring;
+
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
