@@ -194,17 +194,18 @@ impl<'a> Slots<'a> {
     /// Whether a consumer is about to sleep: then a doorbell must wake it.
     /// Clears the flag, so one doorbell rings per sleep.
     ///
-    /// While receiving threads sleep counted ([`sleep_begin`]), every
-    /// record rings: a doorbell wakes every thread asleep in `poll`, but
-    /// one that finds it taken by another sleeps on, and needs the next.
+    /// While two or more receiving threads sleep counted
+    /// ([`sleep_begin`]), every record rings, and the flag stays: a
+    /// doorbell wakes every thread asleep in `poll`, but one that finds it
+    /// taken by another sleeps on, and needs the next. One sleeper alone
+    /// needs one doorbell.
     ///
     /// [`sleep_begin`]: Slots::sleep_begin
     pub(crate) fn take_waiting(&self) -> bool {
         // Ordered after the publish, as the consumer's arm is before its
         // check: one of the two sees the other.
         fence(Ordering::SeqCst);
-        if self.words[W_SLEEPERS].load(Ordering::Relaxed) != 0 {
-            self.words[W_WAITING].store(0, Ordering::Relaxed);
+        if self.words[W_SLEEPERS].load(Ordering::Relaxed) >= 2 {
             return true;
         }
         let waiting = &self.words[W_WAITING];
@@ -307,10 +308,10 @@ impl<'a> Slots<'a> {
         self.words[W_STATE].store(2, Ordering::Release);
     }
 
-    /// A receiving thread is about to sleep in `poll` on the socket: every
-    /// record rings the doorbell until it is awake
-    /// ([`sleep_end`](Slots::sleep_end)). The caller looks once more
-    /// before it sleeps.
+    /// A receiving thread is about to sleep in `poll` on the socket, until
+    /// [`sleep_end`](Slots::sleep_end): with another asleep too, every
+    /// record rings the doorbell. The caller arms the ring and looks once
+    /// more before it sleeps.
     pub(crate) fn sleep_begin(&self) {
         self.words[W_SLEEPERS].fetch_add(1, Ordering::SeqCst);
     }
