@@ -508,3 +508,57 @@ fn try_recv_closed_and_the_sink_work_across_processes() {
     child.join();
     assert_eq!(fd_count(), before);
 }
+
+/// Wake-ups of the ring lane under tokio: a sender in bursts with pauses
+/// between (so that the receiving tasks sleep and are woken by doorbells
+/// again and again), two tasks sharing one receiver; every message comes,
+/// none is left in the ring while the tasks sleep.
+#[test]
+fn tasks_sleeping_on_a_ring_are_woken_by_every_burst() {
+    let _serial = serial();
+    const BURSTS: u64 = 2000;
+    let (tx, rx) = channel::<u64>().unwrap();
+    tx.set_ring_lane(true);
+    let child = fork_child(|| {
+        close_in_child(&rx);
+        let mut n = 0;
+        for burst in 0..BURSTS {
+            for _ in 0..burst % 5 + 1 {
+                tx.send(n).unwrap();
+                n += 1;
+            }
+            if burst % 4 == 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    });
+    drop(tx);
+    let total: u64 = (0..BURSTS).map(|b| b % 5 + 1).sum();
+    let mut got = runtime().block_on(async move {
+        let rx = std::sync::Arc::new(AsyncReceiver::new(rx).unwrap());
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                            Ok(Ok(n)) => mine.push(n),
+                            Ok(Err(Error::Disconnected)) => return mine,
+                            Ok(Err(e)) => panic!("{e}"),
+                            Err(_) => panic!("a task slept 10 s with {} taken", mine.len()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    child.join();
+    got.sort_unstable();
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+}
