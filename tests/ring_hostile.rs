@@ -471,3 +471,72 @@ fn an_async_receive_does_not_sleep_on_a_queued_datagram() {
         "a task slept 300 ms in recv with a datagram queued (round, bytes queued): {lost:?}"
     );
 }
+
+/// An async receive and a blocking one in another process share one
+/// receiving end (the process forked with it) and both sleep: two records
+/// wake both. The async receive counts itself asleep as a blocking one
+/// does, so the second record rings too.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_and_a_blocking_receiver_are_both_woken_by_two_records() {
+    use ipc_core::tokio::AsyncReceiver;
+
+    let _serial = serial();
+    let (tx, rx) = channel::<u64>().unwrap();
+    tx.set_ring_lane(true);
+    let (go_tx, go_rx) = channel::<()>().unwrap();
+    let (back_tx, back_rx) = channel::<u64>().unwrap();
+    let sender = fork_child(|| {
+        close_in_child(&rx);
+        close_in_child(&go_tx);
+        for i in 0..3 {
+            tx.send(i).unwrap();
+        }
+        go_rx.recv().unwrap();
+        tx.send(100).unwrap();
+        tx.send(101).unwrap();
+        let _ = go_rx.recv_timeout(Duration::from_secs(20));
+    });
+    drop((tx, go_rx));
+    for i in 0..3 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), i);
+    }
+    assert_eq!(
+        fds_naming("ipc-core-ring"),
+        1,
+        "the sender's ring, taken up"
+    );
+    // The other receiver: this receiving end, rings and all, in a fork.
+    let blocking = fork_child(|| {
+        close_in_child(&go_tx);
+        let got = rx.recv_timeout(Duration::from_secs(3)).unwrap();
+        back_tx.send(got).unwrap();
+    });
+    drop(back_tx);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = runtime.block_on(async {
+        let rx = AsyncReceiver::new(rx).unwrap();
+        let receive = tokio::time::timeout(Duration::from_secs(3), rx.recv());
+        let go = async {
+            // Both asleep, the ring armed.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            go_tx.send(()).unwrap();
+        };
+        let (got, ()) = tokio::join!(receive, go);
+        got
+    });
+    let other = back_rx.recv_timeout(Duration::from_secs(5));
+    let _ = go_tx.send(());
+    join_within(blocking, Duration::from_secs(10));
+    join_within(sender, Duration::from_secs(20));
+    let mut both = vec![
+        got.expect("the async receive slept through a record")
+            .unwrap(),
+        other.expect("the blocking receive slept through a record"),
+    ];
+    both.sort_unstable();
+    assert_eq!(both, [100, 101]);
+}

@@ -375,6 +375,12 @@ impl<T> Receiver<T> {
         self.socket.arm()
     }
 
+    /// Counts an async receive asleep on the rings until the guard drops.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn sleeping(&self) -> crate::transport::Sleeping<'_> {
+        self.socket.sleeping()
+    }
+
     /// The limits this receiver applies to each message.
     ///
     /// # Examples

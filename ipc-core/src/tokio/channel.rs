@@ -441,6 +441,7 @@ impl<T: DeserializeOwned + Send + 'static> AsyncReceiver<T> {
             &self.decoding,
             |woken| self.inner.try_recv_deferring(woken),
             || self.inner.arm(),
+            || self.inner.sleeping(),
         )
         .await
     }

@@ -311,6 +311,7 @@ impl<Out, In: DeserializeOwned + Send + 'static> AsyncConnection<Out, In> {
             &self.decoding,
             |woken| self.inner.receiver().try_recv_deferring(woken),
             || self.inner.receiver().arm(),
+            || self.inner.receiver().sleeping(),
         )
         .await
     }

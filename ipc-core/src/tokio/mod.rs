@@ -50,7 +50,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, SendError};
 use crate::sys::reactor::Registration;
-use crate::transport::Arrival;
+use crate::transport::{Arrival, Sleeping};
 use decoding::Decoding;
 
 /// A socket's registration with the reactor, shared by the halves of a
@@ -83,11 +83,12 @@ fn readiness_error(source: std::io::Error) -> Error {
 /// datagram is still queued (a listener reads a peer's greeting on
 /// readiness, and a first message may have come behind it), and readiness
 /// says only that something came since it was last cleared.
-async fn recv_with<T: DeserializeOwned + Send + 'static>(
+async fn recv_with<'a, T: DeserializeOwned + Send + 'static>(
     io: &Io,
     decoding: &Decoding<T>,
     attempt: impl Fn(bool) -> Result<Arrival<T>>,
     arm: impl Fn() -> bool,
+    sleeping: impl Fn() -> Sleeping<'a>,
 ) -> Result<T> {
     let mut seen = None;
     loop {
@@ -98,8 +99,11 @@ async fn recv_with<T: DeserializeOwned + Send + 'static>(
         // task's poll found there a moment ago.
         match attempt(seen.is_some()) {
             Err(Error::Empty) => {
-                // Rings armed, so that their next record rings the socket;
-                // a record that came meanwhile is taken first.
+                // Counted asleep (with another receiver asleep too, every
+                // record rings) and the rings armed, so that their next
+                // record rings the socket; a record that came meanwhile is
+                // taken first.
+                let asleep = sleeping();
                 if arm() {
                     continue;
                 }
@@ -108,6 +112,7 @@ async fn recv_with<T: DeserializeOwned + Send + 'static>(
                     AsyncFdReadyGuard::clear_ready(&mut guard);
                 }
                 seen = Some(io.readable().await.map_err(readiness_error)?);
+                drop(asleep);
             }
             Ok(Arrival::Message(message)) => return Ok(message),
             Ok(Arrival::Large(body)) => decoding.start(body),

@@ -299,6 +299,20 @@ impl Socket {
         inbound.ready()
     }
 
+    /// Counts an async receive asleep on the rings, as a blocking one
+    /// counts itself, until the guard is dropped (the receive woke, or was
+    /// cancelled): with other receivers asleep too, every record rings.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn sleeping(&self) -> Sleeping<'_> {
+        let mut ids = [0u64; sys::WATCHED_MAX];
+        let counted = self.inbound().sleep_begin(&mut ids);
+        Sleeping {
+            socket: self,
+            ids,
+            counted,
+        }
+    }
+
     /// Whether a receive now would give a message or an error, for a
     /// `Select` that saw the socket readable: what the protocol sends
     /// besides messages (a spawned child's greeting, a ring's offer or
@@ -444,4 +458,18 @@ fn no_datagram() -> Error {
          was there; that sender does not follow the protocol"
             .into(),
     )
+}
+
+/// An async receive counted asleep on a socket's rings; awake when dropped.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) struct Sleeping<'a> {
+    socket: &'a Socket,
+    ids: [u64; sys::WATCHED_MAX],
+    counted: usize,
+}
+
+impl Drop for Sleeping<'_> {
+    fn drop(&mut self) {
+        self.socket.inbound().sleep_end(&self.ids[..self.counted]);
+    }
 }

@@ -40,6 +40,7 @@ use crate::handshake::Pending;
 use crate::select::Memberships;
 use crate::sys::socket as sys;
 
+pub(crate) use incoming::Sleeping;
 #[cfg(feature = "tokio")]
 pub(crate) use socket::receive::LargeBody;
 pub(crate) use socket::receive::{decode_datagram, Arrival};
