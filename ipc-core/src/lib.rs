@@ -65,6 +65,30 @@
 //! and control messages are errors. On every error, every descriptor that
 //! came with the message is closed and the channel stays usable.
 //!
+//! # The ring lane
+//!
+//! Between processes, once a sender has sent a few small messages, its
+//! messages without descriptors (bodies up to 15 KiB) travel through a
+//! ring in a size-sealed memfd it shares with the receiving end, past the
+//! kernel's work per datagram; messages with descriptors, and larger
+//! ones, stay on the socket, and each sender's order holds across the
+//! two. The receiving end checks the ring as it checks any received
+//! memory, copies each record out before decoding it, and closes a ring
+//! its sender broke, with an error, going on with the socket.
+//! [`Sender::set_ring_lane`] (or `IPC_CORE_RING=off` in the environment)
+//! keeps a sender on the socket, [`Limits::with_max_rings`] a receiver.
+//!
+//! ```
+//! let (tx, rx) = ipc_core::channel::<u32>()?;
+//! for i in 0..100 {
+//!     // Past the first few (once the receiver has taken the ring up), a
+//!     // record in the ring: no system call on either side.
+//!     tx.send(i)?;
+//!     assert_eq!(rx.recv()?, i);
+//! }
+//! # Ok::<(), ipc_core::Error>(())
+//! ```
+//!
 //! Bodies over 64 KiB travel out of line in a memfd, so message size has no
 //! ceiling but memory and [`Limits`], and the receive buffer stays fixed.
 //! Either the receiver copies the body into its own memory before it
