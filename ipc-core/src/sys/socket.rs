@@ -204,6 +204,20 @@ pub(crate) fn recv(
     max_fds: usize,
     fds: &mut Vec<OwnedFd>,
     dontwait: bool,
+    sender: Option<&mut Sender>,
+) -> Result<Received, Errno> {
+    let flags = if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    recv_flags(socket, buf, max_fds, fds, flags, sender)
+}
+
+/// [`recv`] with the `recvmsg` flags given (`MSG_PEEK`, say: what a peek
+/// installs is owned just the same).
+fn recv_flags(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    fds: &mut Vec<OwnedFd>,
+    flags: libc::c_int,
     mut sender: Option<&mut Sender>,
 ) -> Result<Received, Errno> {
     let max_fds = max_fds.min(MAX_FDS);
@@ -218,7 +232,7 @@ pub(crate) fn recv(
     header.msg_iovlen = 1;
     header.msg_control = control.as_mut_ptr();
     header.msg_controllen = (control_space(max_fds) + OTHER_CONTROL) as _;
-    let flags = libc::MSG_CMSG_CLOEXEC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    let flags = libc::MSG_CMSG_CLOEXEC | flags;
     let len = loop {
         // SAFETY: the iovec covers `buf`, writable for its length; the control
         // buffer is writable for msg_controllen bytes. Both outlive the call.
@@ -337,8 +351,32 @@ pub(crate) fn finished(socket: BorrowedFd<'_>) -> bool {
     // timeout never blocks.
     let ready = unsafe { libc::poll(&mut fd, 1, 0) };
     let shut = ready == 1 && fd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0;
-    // Messages still queued behind an empty datagram come first.
-    shut && queued_bytes(socket) == Ok(0)
+    // Messages still queued behind an empty datagram come first; so does a
+    // datagram of no bytes that carries something (descriptors, or the
+    // pidfd a socket set to SO_PASSPIDFD gets with each datagram), which
+    // the end of the stream never does.
+    shut && queued_bytes(socket) == Ok(0) && !carries_control(socket)
+}
+
+/// Whether the datagram at the head of `socket`'s queue carries control
+/// messages, by a peek; what the peek installs is let go of at once.
+fn carries_control(socket: BorrowedFd<'_>) -> bool {
+    let mut fds = Vec::new();
+    let mut sender = Sender::default();
+    let peeked = recv_flags(
+        socket,
+        &mut [0u8; 1],
+        MAX_FDS,
+        &mut fds,
+        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        Some(&mut sender),
+    );
+    let carries = !fds.is_empty()
+        || sender.pidfd.is_some()
+        || sender.credentials.is_some()
+        || peeked.is_ok_and(|r| r.control_truncated);
+    crate::disposal::discard_all(fds);
+    carries
 }
 
 /// Whether the peer of `socket` has closed its end (or shut it down).
