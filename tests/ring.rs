@@ -651,3 +651,68 @@ fn a_ring_that_teases_does_not_keep_the_receiver_busy() {
         }
     }
 }
+
+/// A thread blocked in `send` on a full ring (its receiver stopped
+/// reading) holds nothing another thread's `try_send` waits for: that one
+/// comes back at once, `Full`; and once the receiver reads again, every
+/// message arrives in order.
+#[test]
+fn a_send_blocked_on_a_full_ring_does_not_hold_up_try_send() {
+    let _serial = serial();
+    const TOTAL: u64 = 20_000;
+    let (tx, rx) = channel::<u64>().unwrap();
+    tx.set_ring_lane(true);
+    let (ready_tx, ready_rx) = channel::<()>().unwrap();
+    let child = fork_child(|| {
+        close_in_child(&tx);
+        close_in_child(&ready_rx);
+        for i in 0..3 {
+            assert_eq!(rx.recv().unwrap(), i);
+        }
+        ready_tx.send(()).unwrap();
+        // Stalled, while the parent's ring fills.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut next = 3;
+        loop {
+            match rx.recv() {
+                Ok(u64::MAX) => {}
+                Ok(i) => {
+                    assert_eq!(i, next);
+                    next += 1;
+                }
+                Err(Error::Disconnected) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(next, TOTAL);
+    });
+    drop((rx, ready_tx));
+    for i in 0..3 {
+        tx.send(i).unwrap();
+    }
+    ready_rx.recv().unwrap();
+    let blocked = {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for i in 3..TOTAL {
+                tx.send(i).unwrap();
+            }
+        })
+    };
+    // The ring is full long before this.
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let tried = tx.try_send(u64::MAX);
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "try_send waited {:?} behind the blocked send",
+        start.elapsed()
+    );
+    assert!(
+        matches!(tried, Err(ref e) if matches!(e.error(), Error::Full)),
+        "{tried:?}"
+    );
+    blocked.join().unwrap();
+    drop(tx);
+    child.join();
+}

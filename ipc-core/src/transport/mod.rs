@@ -83,6 +83,9 @@ pub(crate) struct Socket {
     stash: Mutex<Option<Stashed>>,
     /// Whether `stash` holds one: most receives look at this alone.
     stashed: AtomicBool,
+    /// Sends on the socket this process has begun without the lane's lock
+    /// and not finished: the ring is not taken into use under them.
+    in_flight: AtomicUsize,
     /// The most rings the receiving end reads, as its limits last said:
     /// for what takes up an offer outside a receive (a `Select`).
     max_rings: AtomicUsize,
@@ -137,6 +140,7 @@ impl Socket {
             inbound: Mutex::default(),
             stash: Mutex::new(None),
             stashed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             max_rings: AtomicUsize::new(crate::limits::Limits::DEFAULT_MAX_RINGS),
         }
     }

@@ -102,7 +102,11 @@ impl Default for Outbound {
 impl Outbound {
     /// Brings the state up to date before a send: a ring made before a
     /// `fork` is the parent's; an offered one may have been accepted.
-    fn refresh(&mut self, socket: BorrowedFd<'_>) {
+    ///
+    /// `in_flight`: sends on the socket that other threads of this process
+    /// have begun and not finished (they send without the lock); while
+    /// any is, the ring is not used yet.
+    fn refresh(&mut self, socket: BorrowedFd<'_>, in_flight: usize) {
         let generation = sys::process::fork_generation();
         if generation != self.fork {
             // This process's copy of the parent's ring is dropped (its
@@ -121,7 +125,7 @@ impl Outbound {
             // Taken up. Once everything sent on the socket before is read,
             // the ring's records cannot overtake it.
             Some(State::Accepted) => {
-                if sys::socket::unread_bytes(socket) == Ok(0) {
+                if in_flight == 0 && sys::socket::unread_bytes(socket) == Ok(0) {
                     if let Lane::Offered(ring) = std::mem::replace(&mut self.state, Lane::Off) {
                         self.state = Lane::Active(ring);
                     }
@@ -135,8 +139,14 @@ impl Outbound {
     /// Sends `body`, a message without descriptors, as one ring record, if
     /// the ring is active and takes it. `Ok(false)`: the caller sends it on
     /// the socket lane instead.
-    pub(crate) fn push(&mut self, socket: BorrowedFd<'_>, body: &[u8], wait: Wait) -> Result<bool> {
-        self.refresh(socket);
+    pub(crate) fn push(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        body: &[u8],
+        in_flight: usize,
+        wait: Wait,
+    ) -> Result<bool> {
+        self.refresh(socket, in_flight);
         if body.len() > slots::MAX_BODY || !matches!(self.state, Lane::Active(_)) {
             return Ok(false);
         }
@@ -153,8 +163,13 @@ impl Outbound {
     /// or on the socket. With an active ring, the ring must first have
     /// room for the placeholder, so that a send that must not wait fails
     /// before anything went.
-    pub(crate) fn route(&mut self, socket: BorrowedFd<'_>, wait: Wait) -> Result<bool> {
-        self.refresh(socket);
+    pub(crate) fn route(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        in_flight: usize,
+        wait: Wait,
+    ) -> Result<bool> {
+        self.refresh(socket, in_flight);
         let Lane::Active(ring) = &self.state else {
             return Ok(false);
         };
@@ -165,6 +180,15 @@ impl Outbound {
                 Ok(false)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the ring in use has no reader left (its private socket is
+    /// hung up): a sender waiting for room in it waits for nothing.
+    pub(crate) fn reader_gone(&self) -> bool {
+        match &self.state {
+            Lane::Active(ring) => sys::socket::hung_up(ring.private.as_fd()),
+            _ => false,
         }
     }
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::super::body;
 use super::super::pool::{self, Claim};
+use super::super::ring::Outbound;
 use super::super::wait::{ready_within, wait_for, Backoff, Wait};
 use super::super::Socket;
 use crate::error::{Error, Result};
@@ -175,6 +176,12 @@ impl Outbox {
 /// socket itself, or, with a ring active, the ring's private socket and a
 /// placeholder record after it. A message without descriptors whose body
 /// (`record`) fits a ring record goes into the ring instead.
+///
+/// Nothing waits while it holds the lane's lock: a full ring or private
+/// socket lets go of it, waits, and tries again, and a send on the socket
+/// itself goes without it (counted in flight, so that the ring is not
+/// taken into use under it). A `try_send`, or an async send on a runtime
+/// thread, so never waits behind another thread's blocked send.
 fn deliver(
     socket: &Socket,
     datagram: &[u8],
@@ -183,34 +190,93 @@ fn deliver(
     wait: Wait,
 ) -> Result<()> {
     let main = socket.as_fd();
+    let mut backoff = Backoff::new();
+    loop {
+        let mut outbound = socket.outbound();
+        match deliver_now(socket, &mut outbound, datagram, fds, record) {
+            Step::Done(result) => return result,
+            Step::Socket => {
+                socket.in_flight.fetch_add(1, Ordering::SeqCst);
+                drop(outbound);
+                let sent = transmit(main, datagram, fds, wait);
+                socket.in_flight.fetch_sub(1, Ordering::SeqCst);
+                sent?;
+                if socket.ring_enabled() {
+                    let fits = record.is_some_and(super::super::ring::fits);
+                    socket.outbound().sent_on_socket(main, fits);
+                }
+                return Ok(());
+            }
+            Step::Full if outbound.reader_gone() => {
+                // Nothing will make room: the socket says whether the
+                // receiving end is gone too.
+                outbound.lost();
+                continue;
+            }
+            Step::Full => {}
+        }
+        drop(outbound);
+        if !backoff.sleep_within(wait) {
+            return Err(match wait {
+                Wait::Never => Error::Full,
+                _ => Error::Timeout,
+            });
+        }
+    }
+}
+
+/// What [`deliver_now`] did.
+enum Step {
+    /// Sent, or failed for good.
+    Done(Result<()>),
+    /// The socket lane: the caller sends on the socket.
+    Socket,
+    /// The ring, or its private socket, has no room now.
+    Full,
+}
+
+/// One try of [`deliver`] under the lane's lock, waiting for nothing.
+fn deliver_now(
+    socket: &Socket,
+    outbound: &mut Outbound,
+    datagram: &[u8],
+    fds: &[RawFd],
+    record: Option<&[u8]>,
+) -> Step {
+    let main = socket.as_fd();
+    let in_flight = socket.in_flight.load(Ordering::SeqCst);
     // Even with the ring lane turned off, a ring in use stays in use: a
     // message on the socket could overtake its records.
-    let mut outbound = socket.outbound();
     if let Some(body) = record {
-        if outbound.push(main, body, wait)? {
-            return Ok(());
+        match outbound.push(main, body, in_flight, Wait::Never) {
+            Ok(true) => return Step::Done(Ok(())),
+            Ok(false) => {}
+            Err(Error::Full) => return Step::Full,
+            Err(e) => return Step::Done(Err(e)),
         }
     }
-    if !outbound.route(main, wait)? {
-        transmit(main, datagram, fds, wait)?;
-        if socket.ring_enabled() {
-            outbound.sent_on_socket(main, record.is_some_and(super::super::ring::fits));
-        }
-        return Ok(());
+    match outbound.route(main, in_flight, Wait::Never) {
+        Ok(false) => return Step::Socket,
+        Ok(true) => {}
+        Err(Error::Full) => return Step::Full,
+        Err(e) => return Step::Done(Err(e)),
     }
     let sent = match outbound.private() {
-        Some(private) => transmit(private, datagram, fds, wait),
+        Some(private) => transmit(private, datagram, fds, Wait::Never),
         None => Err(Error::Disconnected),
     };
     match sent {
-        Ok(()) => outbound.placeholder(main),
+        // The datagram and its placeholder together, under the lock: each
+        // placeholder stands for the next datagram on the private socket.
+        Ok(()) => Step::Done(outbound.placeholder(main)),
+        Err(Error::Full) => Step::Full,
         // Nothing reads the ring any more: the socket says whether the
         // receiving end is gone too.
         Err(Error::Disconnected) => {
             outbound.lost();
-            transmit(main, datagram, fds, wait)
+            Step::Socket
         }
-        Err(e) => Err(e),
+        Err(e) => Step::Done(Err(e)),
     }
 }
 
