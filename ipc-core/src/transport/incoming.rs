@@ -116,26 +116,8 @@ impl Socket {
                         },
                     }
                 }
-                {
-                    let mut inbound = self.inbound();
-                    match inbound.take(&mut inbox.record) {
-                        Some(Took::Body) => {
-                            drop(inbound);
-                            return inbox.decode_record(limits);
-                        }
-                        Some(Took::Private(private)) => {
-                            let room = limits.max_descriptors().saturating_add(1);
-                            let received = inbox.receive_only(private, room);
-                            drop(inbound);
-                            return match received {
-                                Ok(received) => inbox.finish(received, limits, defer),
-                                Err(Error::Empty | Error::Disconnected) => Err(no_datagram()),
-                                Err(e) => Err(e),
-                            };
-                        }
-                        Some(Took::Broken) => return Err(broken()),
-                        None => {}
-                    }
+                if let Some(arrival) = self.take_record(inbox, limits, defer) {
+                    return arrival;
                 }
                 if matches!(wait, Wait::Never) {
                     return Err(Error::Empty);
@@ -238,27 +220,38 @@ impl Socket {
         inbox: &mut Inbox,
         limits: &Limits,
     ) -> Result<Arrival<T>> {
+        self.take_record(inbox, limits, false).unwrap_or_else(|| {
+            self.inbound().sweep();
+            Err(Error::Disconnected)
+        })
+    }
+
+    /// Takes the next record of any ring, the message a placeholder stands
+    /// for included; `None` when no ring has one.
+    fn take_record<T: DeserializeOwned + 'static>(
+        &self,
+        inbox: &mut Inbox,
+        limits: &Limits,
+        defer: bool,
+    ) -> Option<Result<Arrival<T>>> {
         let mut inbound = self.inbound();
-        match inbound.take(&mut inbox.record) {
-            Some(Took::Body) => {
+        Some(match inbound.take(&mut inbox.record)? {
+            Took::Body => {
                 drop(inbound);
                 inbox.decode_record(limits)
             }
-            Some(Took::Private(private)) => {
+            Took::Private(private) => {
                 let room = limits.max_descriptors().saturating_add(1);
                 let received = inbox.receive_only(private, room);
                 drop(inbound);
                 match received {
-                    Ok(received) => inbox.finish(received, limits, false),
-                    Err(_) => Err(no_datagram()),
+                    Ok(received) => inbox.finish(received, limits, defer),
+                    Err(Error::Empty | Error::Disconnected) => Err(no_datagram()),
+                    Err(e) => Err(e),
                 }
             }
-            Some(Took::Broken) => Err(broken()),
-            None => {
-                inbound.sweep();
-                Err(Error::Disconnected)
-            }
-        }
+            Took::Broken => Err(broken()),
+        })
     }
 
     /// Spins on the rings while that pays (a sender on another CPU), within

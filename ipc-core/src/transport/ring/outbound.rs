@@ -22,7 +22,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::super::wait::{Backoff, Wait};
 use super::slots::{self, Slots, State};
 use crate::error::{Error, Result};
 use crate::sealing;
@@ -144,13 +143,12 @@ impl Outbound {
         socket: BorrowedFd<'_>,
         body: &[u8],
         in_flight: usize,
-        wait: Wait,
     ) -> Result<bool> {
         self.refresh(socket, in_flight);
         if body.len() > slots::MAX_BODY || !matches!(self.state, Lane::Active(_)) {
             return Ok(false);
         }
-        match self.write(socket, slots::KIND_MESSAGE, body, wait) {
+        match self.write(socket, slots::KIND_MESSAGE, body) {
             Ok(()) => Ok(true),
             // The receiving side is gone: the socket lane tells the sender.
             Err(Error::Disconnected) => Ok(false),
@@ -163,17 +161,12 @@ impl Outbound {
     /// or on the socket. With an active ring, the ring must first have
     /// room for the placeholder, so that a send that must not wait fails
     /// before anything went.
-    pub(crate) fn route(
-        &mut self,
-        socket: BorrowedFd<'_>,
-        in_flight: usize,
-        wait: Wait,
-    ) -> Result<bool> {
+    pub(crate) fn route(&mut self, socket: BorrowedFd<'_>, in_flight: usize) -> Result<bool> {
         self.refresh(socket, in_flight);
         let Lane::Active(ring) = &self.state else {
             return Ok(false);
         };
-        match room(ring, 1, wait) {
+        match room(ring, 1) {
             Ok(()) => Ok(true),
             Err(Error::Disconnected) => {
                 self.lost();
@@ -219,7 +212,7 @@ impl Outbound {
     /// The placeholder of a message just sent on the private socket.
     pub(crate) fn placeholder(&mut self, socket: BorrowedFd<'_>) -> Result<()> {
         // [`route`] made room for it, and only consumers change slots now.
-        self.write(socket, slots::KIND_PLACEHOLDER, &[], Wait::Never)
+        self.write(socket, slots::KIND_PLACEHOLDER, &[])
     }
 
     /// Notes a message sent on the socket lane; after a few that would
@@ -241,14 +234,14 @@ impl Outbound {
         }
     }
 
-    /// Writes one record, waiting for room as `wait` allows, and rings the
-    /// doorbell if the receiving side was about to sleep.
-    fn write(&mut self, socket: BorrowedFd<'_>, kind: u32, body: &[u8], wait: Wait) -> Result<()> {
+    /// Writes one record if the ring has room (`Error::Full` if not), and
+    /// rings the doorbell if the receiving side was about to sleep.
+    fn write(&mut self, socket: BorrowedFd<'_>, kind: u32, body: &[u8]) -> Result<()> {
         let Lane::Active(ring) = &mut self.state else {
             return Err(Error::Disconnected);
         };
         let n = slots::span(body.len());
-        if let Err(e) = room(ring, n, wait) {
+        if let Err(e) = room(ring, n) {
             if matches!(e, Error::Disconnected) {
                 self.lost();
             }
@@ -293,28 +286,14 @@ impl Outbound {
     }
 }
 
-/// Waits until the ring has `n` free slots at the producer's position, as
-/// `wait` allows: `Error::Full` when it must not wait, `Error::Timeout` at
-/// the deadline, `Error::Disconnected` when no process could read the ring
-/// any more.
-fn room(ring: &Ring, n: usize, wait: Wait) -> Result<()> {
-    let mut backoff = Backoff::new();
-    loop {
-        let Some(slots) = ring.slots() else {
-            return Err(Error::Disconnected);
-        };
-        if slots.has_room(ring.position, n) {
-            return Ok(());
-        }
-        if matches!(wait, Wait::Never) {
-            return Err(Error::Full);
-        }
-        if sys::socket::hung_up(ring.private.as_fd()) {
-            return Err(Error::Disconnected);
-        }
-        if !backoff.sleep_within(wait) {
-            return Err(Error::Timeout);
-        }
+/// Whether the ring has `n` free slots at the producer's position:
+/// `Error::Full` when not. The caller waits, without the lane's lock (see
+/// `deliver`), and asks [`Outbound::reader_gone`] whether room can come.
+fn room(ring: &Ring, n: usize) -> Result<()> {
+    match ring.slots() {
+        Some(slots) if slots.has_room(ring.position, n) => Ok(()),
+        Some(_) => Err(Error::Full),
+        None => Err(Error::Disconnected),
     }
 }
 

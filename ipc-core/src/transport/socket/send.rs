@@ -248,14 +248,14 @@ fn deliver_now(
     // Even with the ring lane turned off, a ring in use stays in use: a
     // message on the socket could overtake its records.
     if let Some(body) = record {
-        match outbound.push(main, body, in_flight, Wait::Never) {
+        match outbound.push(main, body, in_flight) {
             Ok(true) => return Step::Done(Ok(())),
             Ok(false) => {}
             Err(Error::Full) => return Step::Full,
             Err(e) => return Step::Done(Err(e)),
         }
     }
-    match outbound.route(main, in_flight, Wait::Never) {
+    match outbound.route(main, in_flight) {
         Ok(false) => return Step::Socket,
         Ok(true) => {}
         Err(Error::Full) => return Step::Full,
